@@ -1,0 +1,348 @@
+//! Policy files: YAML → raw rules → validated, compiled [`Policy`]. Every problem
+//! is reported at once, each with `file:line` and what to change.
+
+use super::pattern::{HostPattern, Method, PathPattern};
+use super::{Action, Effect, Policy, Rule, Source, Target, UserMatch};
+use crate::yaml::{line_of, render, Key};
+use serde::Deserialize;
+use std::{fmt, path::Path};
+
+/// One problem in a policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// A policy that could not be loaded: every error found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read policy {file}: {reason}")]
+    Read { file: String, reason: String },
+    /// The file was read but is invalid.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<PolicyError>),
+}
+
+impl LoadError {
+    /// Every individual problem, one per line.
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            LoadError::Read { .. } => vec![self.to_string()],
+            LoadError::Invalid(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "default_deny")]
+    default: RawEffect,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+fn default_deny() -> RawEffect {
+    RawEffect::Deny
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawEffect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "lowercase")]
+enum RawAction {
+    #[default]
+    Allow,
+    Deny,
+    Audit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(default)]
+    action: RawAction,
+    #[serde(default)]
+    to: Option<OneOrMany<RawTarget>>,
+    #[serde(default)]
+    from: Option<OneOrMany<RawSource>>,
+    #[serde(default)]
+    when: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    forward_user: bool,
+}
+
+/// A key that takes one entry or a list of alternatives (`to`, `from`). Written by
+/// hand rather than `#[serde(untagged)]` so that an error inside an entry keeps its
+/// own message and position.
+#[derive(Debug)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{self, value, IntoDeserializer};
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Visitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("one entry or a list of entries")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(OneOrMany::One)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(value::MapAccessDeserializer::new(map)).map(OneOrMany::One)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(value::SeqAccessDeserializer::new(seq)).map(OneOrMany::Many)
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
+}
+
+impl<T> OneOrMany<T> {
+    fn entries(&self) -> Vec<&T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many.iter().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    methods: Vec<String>,
+}
+
+/// One `from` entry: a keyword or a map (hand-written for precise errors).
+#[derive(Debug)]
+enum RawSource {
+    Anyone,
+    Authenticated,
+    Map(RawSourceMap),
+}
+
+impl<'de> Deserialize<'de> for RawSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{self, value};
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = RawSource;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`anyone`, `authenticated`, or a map like `{ users: { roles: [USER] } }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSource, E> {
+                match v {
+                    "anyone" => Ok(RawSource::Anyone),
+                    "authenticated" => Ok(RawSource::Authenticated),
+                    other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawSource, A::Error> {
+                RawSourceMap::deserialize(value::MapAccessDeserializer::new(map)).map(RawSource::Map)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSourceMap {
+    users: RawUsers,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUsers {
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    issuers: Vec<String>,
+}
+
+impl Policy {
+    /// Loads and compiles a policy file.
+    pub fn load(path: &Path) -> Result<Policy, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Policy::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses and compiles policy text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Policy, LoadError> {
+        let raw: RawPolicy = serde_yaml_ng::from_str(text).map_err(|e| {
+            LoadError::Invalid(vec![PolicyError {
+                file: file.to_owned(),
+                line: e.location().map(|l| l.line()),
+                message: with_flow_hint(e.to_string()),
+            }])
+        })?;
+        let mut errors = Vec::new();
+        let mut rules = Vec::with_capacity(raw.rules.len());
+        let mut seen: Vec<&str> = Vec::new();
+        for (index, rule) in raw.rules.iter().enumerate() {
+            let mut problem = |keys: &[Key], message: String| {
+                let mut path = vec![Key::field("rules"), Key::Index(index)];
+                path.extend_from_slice(keys);
+                errors.push(PolicyError {
+                    file: file.to_owned(),
+                    line: line_of(text, &path),
+                    message: format!("{} (rule '{}'): {message}", render(&path), rule.name),
+                });
+            };
+            if rule.name.trim().is_empty() {
+                problem(&[Key::field("name")], "every rule needs a non-empty name".into());
+            } else if seen.contains(&rule.name.as_str()) {
+                problem(
+                    &[Key::field("name")],
+                    "duplicate rule name; names identify the deciding rule in logs and metrics, make it unique".into(),
+                );
+            }
+            seen.push(&rule.name);
+            if rule.when.is_some() {
+                problem(
+                    &[Key::field("when")],
+                    "`when` conditions are not supported by this version of portcullis; express the rule with `to`/`from`".into(),
+                );
+            }
+            match compile_rule(rule) {
+                Ok(compiled) => rules.push(compiled),
+                Err(problems) => {
+                    for (keys, message) in problems {
+                        problem(&keys, message);
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadError::Invalid(errors));
+        }
+        Ok(Policy {
+            default: match raw.default {
+                RawEffect::Allow => Effect::Allow,
+                RawEffect::Deny => Effect::Deny,
+            },
+            rules,
+        })
+    }
+}
+
+/// YAML reads `[/users/{id}]` as a sequence holding a map: `{` opens a flow
+/// mapping. Say so, since every path with a capture hits it once.
+fn with_flow_hint(message: String) -> String {
+    if message.contains("flow") {
+        format!("{message} (hint: quote paths with '{{name}}' captures inside [...], e.g. [\"/users/{{id}}\"])")
+    } else {
+        message
+    }
+}
+
+type Problems = Vec<(Vec<Key>, String)>;
+
+fn compile_rule(raw: &RawRule) -> Result<Rule, Problems> {
+    let mut problems: Problems = Vec::new();
+    let mut to = Vec::new();
+    let targets = raw.to.as_ref().map(OneOrMany::entries).unwrap_or_default();
+    for (i, target) in targets.into_iter().enumerate() {
+        let at = |field: &str| {
+            let mut keys = vec![Key::field("to")];
+            if matches!(raw.to, Some(OneOrMany::Many(_))) {
+                keys.push(Key::Index(i));
+            }
+            keys.push(Key::field(field));
+            keys
+        };
+        let mut compiled = Target::default();
+        for host in &target.hosts {
+            match HostPattern::parse(host) {
+                Ok(h) => compiled.hosts.push(h),
+                Err(e) => problems.push((at("hosts"), e.to_string())),
+            }
+        }
+        for path in &target.paths {
+            match PathPattern::parse(path) {
+                Ok(p) => compiled.paths.push(p),
+                Err(e) => problems.push((at("paths"), e.to_string())),
+            }
+        }
+        for method in &target.methods {
+            match Method::parse(method) {
+                Ok(m) => compiled.methods.push(m),
+                Err(e) => problems.push((at("methods"), e.to_string())),
+            }
+        }
+        to.push(compiled);
+    }
+    let from = raw
+        .from
+        .as_ref()
+        .map(OneOrMany::entries)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|source| match source {
+            RawSource::Anyone => Source::Anyone,
+            RawSource::Authenticated => Source::Authenticated,
+            RawSource::Map(map) => Source::Users(UserMatch {
+                roles: map.users.roles.clone(),
+                ids: map.users.ids.clone(),
+                issuers: map.users.issuers.clone(),
+            }),
+        })
+        .collect();
+    if raw.forward_user && matches!(raw.action, RawAction::Deny | RawAction::Audit) {
+        problems.push((
+            vec![Key::field("forward_user")],
+            "forward_user only makes sense on an allow rule".into(),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Rule {
+        name: raw.name.clone(),
+        action: match raw.action {
+            RawAction::Allow => Action::Allow,
+            RawAction::Deny => Action::Deny,
+            RawAction::Audit => Action::Audit,
+        },
+        to,
+        from,
+        dry_run: raw.dry_run,
+        forward_user: raw.forward_user,
+    })
+}

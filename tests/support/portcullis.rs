@@ -1,0 +1,183 @@
+//! The portcullis binary under test, run as a child process.
+//!
+//! [`Portcullis::start`] writes `portcullis.yaml` and `policy.yaml` (SPEC §3, §7) into
+//! a temporary directory, runs `portcullis serve --config ...` with its output in
+//! `portcullis.log` there, and waits for `/readyz`. The process is killed on drop,
+//! and its log printed if the test is failing.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use tempfile::TempDir;
+
+use super::client::RequestBuilder;
+use super::{free_port, print_log_if_panicking, READY_TIMEOUT};
+
+/// The north-south policy of the user-traffic tests: `/public` for anyone, video
+/// reads for users, the admin API for admins, everything else denied.
+pub const USER_TRAFFIC_POLICY: &str = "\
+default: deny
+rules:
+  - name: public
+    to: { paths: [/public, /public/**] }
+    from: anyone
+  - name: videos-read
+    to: { paths: [/api/videos, /api/videos/**], methods: [GET] }
+    from: { users: { roles: [USER, ADMIN] } }
+  - name: admin
+    to: { paths: [/api/admin, /api/admin/**] }
+    from: { users: { roles: [ADMIN] } }
+";
+
+/// What varies between the portcullis setups of the tests.
+pub struct PortcullisConfig {
+    /// The `jwks_uri` of the `clerk` issuer.
+    pub jwks_uri: String,
+    /// The text of `policy.yaml`.
+    pub policy: String,
+}
+
+impl PortcullisConfig {
+    /// The Clerk user-traffic setup: JWKS at `jwks_uri`, [`USER_TRAFFIC_POLICY`].
+    pub fn user_traffic(jwks_uri: String) -> Self {
+        Self {
+            jwks_uri,
+            policy: USER_TRAFFIC_POLICY.to_owned(),
+        }
+    }
+
+    /// `portcullis.yaml` for listeners `grpc` and `http` and the policy at `policy`.
+    fn render(&self, grpc: SocketAddr, http: SocketAddr, policy: &Path) -> String {
+        format!(
+            "\
+server:
+  grpc_listen: {grpc}
+  http_listen: {http}
+trust_domain: example.org
+issuers:
+  - name: clerk
+    kind: user
+    issuer: {issuer}
+    jwks_uri: {jwks_uri}
+    algorithms: [RS256]
+    audiences: []
+    authorized_parties: [{azp}]
+    leeway: 5s
+    credentials: [{{ header: authorization }}, {{ cookie: __session }}]
+users:
+  source: claims
+headers:
+  strip_prefixes: [x-user-, x-service-, x-portcullis-]
+  user: {{ x-user-id: user.id, x-user-role: user.role }}
+  request_id: x-request-id
+policy: {policy}
+",
+            issuer = super::tokens::ISSUER,
+            jwks_uri = self.jwks_uri,
+            azp = super::tokens::AUTHORIZED_PARTY,
+            policy = policy.display(),
+        )
+    }
+}
+
+/// A running portcullis; killed on drop.
+pub struct Portcullis {
+    child: Child,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    log: PathBuf,
+    // Last: the directory must outlive the process that reads from it.
+    _dir: TempDir,
+}
+
+impl Portcullis {
+    /// Starts portcullis with `config` and waits until `/readyz` answers 200.
+    pub async fn start(config: &PortcullisConfig) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let grpc_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, &config.policy).expect("write policy.yaml");
+        let config_path = dir.path().join("portcullis.yaml");
+        std::fs::write(&config_path, config.render(grpc_addr, http_addr, &policy))
+            .expect("write portcullis.yaml");
+
+        let log = dir.path().join("portcullis.log");
+        let out = File::create(&log).expect("create portcullis.log");
+        let err = out.try_clone().expect("clone the log file handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn the portcullis binary");
+
+        let mut portcullis = Self {
+            child,
+            grpc_addr,
+            http_addr,
+            log,
+            _dir: dir,
+        };
+        portcullis.wait_ready().await;
+        portcullis
+    }
+
+    /// The ext_authz gRPC listener.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The HTTP listener (`/healthz`, `/readyz`, `/metrics`, `/check`).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// A request straight to portcullis' HTTP listener.
+    pub fn http(&self, method: Method, path: &str) -> RequestBuilder {
+        RequestBuilder::new(self.http_addr, method, path)
+    }
+
+    /// The process' output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the portcullis process") {
+                panic!("portcullis exited before it was ready ({status}); its log follows");
+            }
+            let readyz = self.http(Method::GET, "/readyz").try_send().await;
+            if readyz.is_ok_and(|response| response.status == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "portcullis not ready (GET /readyz != 200) after {READY_TIMEOUT:?}; its log follows"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Portcullis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        print_log_if_panicking("portcullis", &self.log);
+    }
+}
