@@ -2,9 +2,22 @@
 //!
 //! Data flows one way (SPEC §12): adapter (`ext_authz`, `http`) → request model
 //! (`request`) → identity (`identity`) → policy (`policy`) → answer (`answer`) →
-//! adapter. The rooms below are private unless a test or the binary needs them.
+//! adapter. `authorizer` runs that pipeline; `server` wires the listeners.
 #![forbid(unsafe_code)]
 
+mod admin_api;
+pub mod answer;
+pub mod authorizer;
+pub mod config;
+pub mod ext_authz;
+mod http;
+pub mod identity;
+pub mod metrics;
 pub mod policy;
 pub mod principal;
+pub mod request;
+pub mod server;
+mod status;
 mod yaml;
+
+pub use admin_api::pb as admin_pb;

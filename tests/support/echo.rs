@@ -40,9 +40,7 @@ impl EchoUpstream {
     /// Starts the upstream on an ephemeral loopback port.
     pub async fn start() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let router = Router::new()
-            .fallback(echo)
-            .with_state(Arc::clone(&seen));
+        let router = Router::new().fallback(echo).with_state(Arc::clone(&seen));
         Self {
             server: LoopbackServer::start(router).await,
             seen,

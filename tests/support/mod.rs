@@ -15,7 +15,7 @@
 //! Needs Envoy (`ENVOY_BIN`, else `.venv/bin/envoy`; `scripts/test` installs it).
 
 // Each test crate compiles this module and uses only part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod echo;
@@ -63,6 +63,7 @@ impl Mesh {
     /// Starts the user-traffic setup: one Clerk-like issuer publishing a fresh key,
     /// the [`portcullis::USER_TRAFFIC_POLICY`], and Envoy in front of the echo upstream.
     pub async fn start() -> Self {
+        envoy::envoy_bin(); // Fail fast, before anything starts, when Envoy is missing.
         let key = SigningKey::generate(FIRST_KID);
         let jwks = JwksServer::start(&[&key]).await;
         let upstream = EchoUpstream::start().await;
@@ -104,7 +105,10 @@ pub fn free_port() -> u16 {
 pub(crate) fn print_log_if_panicking(process: &str, path: &Path) {
     if std::thread::panicking() {
         let log = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(unreadable: {e})"));
-        eprintln!("----- {process} log ({}) -----\n{log}----- end of {process} log -----", path.display());
+        eprintln!(
+            "----- {process} log ({}) -----\n{log}----- end of {process} log -----",
+            path.display()
+        );
     }
 }
 
@@ -149,10 +153,13 @@ impl LoopbackServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
-                // Idle keep-alive connections did not close in time: cut them.
-                eprintln!("loopback server {} did not stop in 5 s; aborted", self.addr);
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                // A connection did not finish in time: cut it.
+                task.abort();
             }
         }
     }

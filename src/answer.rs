@@ -1,0 +1,307 @@
+//! The answer to one request (SPEC §8), independent of the wire: what to add to and
+//! remove from the upstream request on allow, or the response the client gets on
+//! deny. Both adapters (gRPC ext_authz and HTTP `/check`) only translate it.
+
+use crate::config::{ContextField, HeadersConfig};
+use crate::principal::Principal;
+use crate::request::AuthzRequest;
+use serde_json::Value;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Forward the request upstream, after removing `remove` and setting `set`
+    /// (overwriting any value the client sent).
+    Allow {
+        set: Vec<(String, String)>,
+        remove: Vec<String>,
+    },
+    /// Answer the client directly.
+    Deny {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+}
+
+/// Why a request is denied, which decides the status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyKind {
+    /// 400: the request cannot be interpreted safely (an ambiguous path).
+    BadRequest,
+    /// 401: no credential, and none was presented.
+    MissingCredentials,
+    /// 401: a credential was presented and is not valid.
+    InvalidCredentials,
+    /// 403: authenticated, but the policy does not allow it.
+    Forbidden,
+    /// 503: a dependency needed for this decision is down.
+    Unavailable,
+}
+
+impl DenyKind {
+    pub fn status(self) -> u16 {
+        match self {
+            DenyKind::BadRequest => 400,
+            DenyKind::MissingCredentials | DenyKind::InvalidCredentials => 401,
+            DenyKind::Forbidden => 403,
+            DenyKind::Unavailable => 503,
+        }
+    }
+
+    fn error_code(self) -> &'static str {
+        match self {
+            DenyKind::BadRequest => "bad_request",
+            DenyKind::MissingCredentials => "unauthenticated",
+            DenyKind::InvalidCredentials => "invalid_token",
+            DenyKind::Forbidden => "forbidden",
+            DenyKind::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl Answer {
+    /// A deny of `kind` with a JSON body `{error, message, request_id}`. `message`
+    /// must already be safe for the client (no token, key or backend detail).
+    pub fn deny(kind: DenyKind, message: &str, request_id: &str) -> Answer {
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("cache-control".to_owned(), "no-store".to_owned()),
+        ];
+        match kind {
+            // RFC 6750 §3: no error code when no credential was presented.
+            DenyKind::MissingCredentials => headers.push((
+                "www-authenticate".into(),
+                r#"Bearer realm="portcullis""#.into(),
+            )),
+            DenyKind::InvalidCredentials => headers.push((
+                "www-authenticate".into(),
+                format!(
+                    r#"Bearer realm="portcullis", error="invalid_token", error_description="{}""#,
+                    message.replace(['"', '\\'], "'")
+                ),
+            )),
+            _ => {}
+        }
+        let body = serde_json::json!({
+            "error": kind.error_code(),
+            "message": message,
+            "request_id": request_id,
+        });
+        Answer::Deny {
+            status: kind.status(),
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    /// An allow: strips every client-sent header under the configured prefixes,
+    /// then sets the verified context headers and the request id.
+    pub fn allow(
+        config: &HeadersConfig,
+        request: &AuthzRequest,
+        principal: &Principal,
+        request_id: &RequestId,
+    ) -> Answer {
+        let mut set = Vec::new();
+        if let Principal::User(user) = principal {
+            for (header, field) in &config.user {
+                let value = match field {
+                    ContextField::User(name) => user.fields.get(name),
+                    ContextField::Token(name) => user.claims.get(name),
+                };
+                if let Some(value) = value.and_then(header_value) {
+                    set.push((header.clone(), value));
+                }
+            }
+        }
+        if request_id.generated {
+            set.push((config.request_id.clone(), request_id.value.clone()));
+        }
+        // Remove what the client sent under our prefixes, and any header we own by
+        // configuration, except those we set: Envoy applies removals after sets, so
+        // removing a header we set would drop our own value.
+        let mut remove: Vec<String> = request
+            .headers
+            .keys()
+            .filter(|name| {
+                config.strip_prefixes.iter().any(|p| name.starts_with(p.as_str()))
+                    || config.user.iter().any(|(h, _)| h == *name)
+            })
+            .filter(|name| !set.iter().any(|(h, _)| h == *name))
+            .cloned()
+            .collect();
+        remove.sort();
+        Answer::Allow { set, remove }
+    }
+}
+
+/// The request id of one request: the client's (kept) or a generated one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId {
+    pub value: String,
+    pub generated: bool,
+}
+
+impl RequestId {
+    /// Keeps a sane client value; otherwise generates a random UUID-shaped id.
+    pub fn of(request: &AuthzRequest, header: &str) -> RequestId {
+        match request.header(header) {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= 128
+                    && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+            {
+                RequestId {
+                    value: v.to_owned(),
+                    generated: false,
+                }
+            }
+            _ => RequestId {
+                value: random_uuid(),
+                generated: true,
+            },
+        }
+    }
+}
+
+fn random_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
+/// A context value as a header value: strings as they are, numbers and booleans
+/// printed, lists comma-joined; null, objects and values that could smuggle a
+/// header (control characters) are not sent.
+fn header_value(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => items
+            .iter()
+            .map(header_value)
+            .collect::<Option<Vec<_>>>()?
+            .join(","),
+        Value::Null | Value::Object(_) => return None,
+    };
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::principal::User;
+    use serde_json::json;
+
+    fn config() -> HeadersConfig {
+        HeadersConfig {
+            strip_prefixes: vec!["x-user-".into(), "x-portcullis-".into()],
+            user: vec![
+                ("x-user-id".into(), ContextField::User("id".into())),
+                ("x-user-role".into(), ContextField::User("role".into())),
+                ("x-user-groups".into(), ContextField::User("groups".into())),
+                ("x-clerk-session".into(), ContextField::Token("sid".into())),
+            ],
+            request_id: "x-request-id".into(),
+        }
+    }
+
+    fn request(headers: &[(&str, &str)]) -> AuthzRequest {
+        AuthzRequest {
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..AuthzRequest::default()
+        }
+    }
+
+    #[test]
+    fn allow_strips_spoofed_headers_and_sets_context() {
+        let req = request(&[
+            ("x-user-id", "admin"),
+            ("x-user-email", "a@b"),
+            ("x-clerk-session", "spoof"),
+            ("x-portcullis-debug", "1"),
+            ("x-request-id", "abc-123"),
+            ("accept", "*/*"),
+        ]);
+        let claims = json!({"role": "USER", "groups": ["a", "b"], "sid": "sess_1"});
+        let user = Principal::User(User::from_claims("clerk", "user_1", claims.as_object().unwrap().clone()));
+        let id = RequestId::of(&req, "x-request-id");
+        assert_eq!(id, RequestId { value: "abc-123".into(), generated: false });
+        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &user, &id) else {
+            panic!("allow expected")
+        };
+        assert_eq!(
+            set,
+            vec![
+                ("x-user-id".to_string(), "user_1".to_string()),
+                ("x-user-role".to_string(), "USER".to_string()),
+                ("x-user-groups".to_string(), "a,b".to_string()),
+                ("x-clerk-session".to_string(), "sess_1".to_string()),
+            ]
+        );
+        assert_eq!(remove, vec!["x-portcullis-debug".to_string(), "x-user-email".to_string()]);
+    }
+
+    #[test]
+    fn anonymous_allow_removes_every_context_header() {
+        let req = request(&[("x-user-id", "admin"), ("x-clerk-session", "s")]);
+        let id = RequestId::of(&req, "x-request-id");
+        assert!(id.generated);
+        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &Principal::Anonymous, &id) else {
+            panic!("allow expected")
+        };
+        assert_eq!(set, vec![("x-request-id".to_string(), id.value.clone())]);
+        assert_eq!(remove, vec!["x-clerk-session".to_string(), "x-user-id".to_string()]);
+    }
+
+    #[test]
+    fn deny_bodies_and_challenges() {
+        let Answer::Deny { status, headers, body } =
+            Answer::deny(DenyKind::InvalidCredentials, "the token has expired", "rid-1")
+        else {
+            panic!()
+        };
+        assert_eq!(status, 401);
+        let challenge = &headers.iter().find(|(k, _)| k == "www-authenticate").unwrap().1;
+        assert_eq!(
+            challenge,
+            r#"Bearer realm="portcullis", error="invalid_token", error_description="the token has expired""#
+        );
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body, json!({"error": "invalid_token", "message": "the token has expired", "request_id": "rid-1"}));
+        let Answer::Deny { status, headers, .. } = Answer::deny(DenyKind::Forbidden, "no", "r") else {
+            panic!()
+        };
+        assert_eq!(status, 403);
+        assert!(!headers.iter().any(|(k, _)| k == "www-authenticate"));
+        assert_eq!(DenyKind::Unavailable.status(), 503);
+    }
+
+    #[test]
+    fn request_ids() {
+        for bad in ["", "has space", "quote\"", &"x".repeat(200)] {
+            assert!(RequestId::of(&request(&[("x-request-id", bad)]), "x-request-id").generated, "{bad:?}");
+        }
+        let a = random_uuid();
+        assert_eq!(a.len(), 36);
+        assert_ne!(a, random_uuid());
+    }
+
+    #[test]
+    fn header_values() {
+        assert_eq!(header_value(&json!("a")), Some("a".into()));
+        assert_eq!(header_value(&json!(42)), Some("42".into()));
+        assert_eq!(header_value(&json!(true)), Some("true".into()));
+        assert_eq!(header_value(&json!(null)), None);
+        assert_eq!(header_value(&json!({"a": 1})), None);
+        assert_eq!(header_value(&json!("evil\r\nx-user-role: ADMIN")), None);
+    }
+}

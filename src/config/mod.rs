@@ -1,0 +1,528 @@
+//! Configuration (SPEC §3): parse → validate (every error at once, each with
+//! `file:line` and what to do) → an immutable [`Config`].
+
+pub mod dev;
+mod duration;
+mod raw;
+
+pub use duration::ConfigDuration;
+
+use crate::identity::{
+    claims::ClaimRules, jwks::JwksTiming, keys::KeySet, keys::VerificationKey, Algorithm,
+    Credential, IssuerKind,
+};
+use crate::policy::Policy;
+use crate::yaml::{line_of, render, Key};
+use raw::{RawConfig, RawCredential, RawIssuer, RawIssuerKind};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Clock skew tolerated on token times when an issuer sets no `leeway`.
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config {file}: {reason}")]
+    Read { file: String, reason: String },
+    /// Every problem found, one per line, each `file:line: key: what to do`.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Error {
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            Error::Read { .. } => vec![self.to_string()],
+            Error::Invalid(errors) => errors.clone(),
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub trust_domain: String,
+    pub issuers: Vec<IssuerConfig>,
+    pub headers: HeadersConfig,
+    /// The policy file; `None` with the embedded dev policy.
+    pub policy_file: Option<PathBuf>,
+    /// The policy as loaded at validation.
+    pub policy: Arc<Policy>,
+}
+
+/// One validated issuer; keys from files and secrets are already loaded.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub kind: IssuerKind,
+    pub rules: ClaimRules,
+    pub algorithms: Vec<Algorithm>,
+    pub credentials: Vec<Credential>,
+    pub keys: KeySpec,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySpec {
+    Static(Arc<KeySet>),
+    Remote { uri: String, timing: JwksTiming },
+}
+
+/// What to put in the upstream request (SPEC §8).
+#[derive(Debug, Clone)]
+pub struct HeadersConfig {
+    /// Client-sent headers under these prefixes are always removed.
+    pub strip_prefixes: Vec<String>,
+    /// Header name → context field, set on requests with a user principal.
+    pub user: Vec<(String, ContextField)>,
+    pub request_id: String,
+}
+
+/// A value of the verified context, named in `headers.user` as `user.<field>` or
+/// `token.<claim>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextField {
+    User(String),
+    Token(String),
+}
+
+impl ContextField {
+    fn parse(s: &str) -> Option<Self> {
+        let (scope, name) = s.split_once('.')?;
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        match scope {
+            "user" if valid => Some(ContextField::User(name.to_owned())),
+            "token" if valid => Some(ContextField::Token(name.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a config file. Relative paths inside it (policy,
+    /// jwks_file, secret_file) are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&path.display().to_string(), &text, base, None)
+    }
+
+    /// Parses config text. `embedded_policy` stands in for a missing `policy:` key
+    /// (the dev defaults).
+    pub fn parse(
+        file: &str,
+        text: &str,
+        base: &Path,
+        embedded_policy: Option<&str>,
+    ) -> Result<Config, Error> {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!("{file}:{}", l.line()))
+                .unwrap_or_else(|| file.to_owned());
+            Error::Invalid(vec![format!("{at}: {e}")])
+        })?;
+        let mut v = Validator {
+            file,
+            text,
+            errors: Vec::new(),
+        };
+        let issuers = raw
+            .issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, issuer)| v.issuer(i, issuer, base))
+            .collect::<Vec<_>>();
+        v.unique_issuers(&raw.issuers);
+        let headers = v.headers(&raw.headers);
+        v.users(&raw.users);
+        for (key, present, what) in [
+            ("mtls", raw.mtls.is_some(), "mTLS identities"),
+            ("webhooks", raw.webhooks.is_some(), "webhooks"),
+            ("state", raw.state.is_some(), "shared state (Redis)"),
+        ] {
+            if present {
+                v.error(
+                    &[Key::field(key)],
+                    format!("{what} are not supported by this version of portcullis; remove `{key}`"),
+                );
+            }
+        }
+        if raw.server.tls.is_some() {
+            v.error(
+                &[Key::field("server"), Key::field("tls")],
+                "TLS on the gRPC listener is not supported by this version of portcullis; remove `server.tls` (terminate TLS in the sidecar)".into(),
+            );
+        }
+        if raw.server.grpc_listen == raw.server.http_listen {
+            v.error(
+                &[Key::field("server"), Key::field("http_listen")],
+                "grpc_listen and http_listen must differ".into(),
+            );
+        }
+        let (policy_file, policy) = match (&raw.policy, embedded_policy) {
+            (Some(p), _) => {
+                let path = base.join(p);
+                match Policy::load(&path) {
+                    Ok(policy) => (Some(path), Some(policy)),
+                    Err(e) => {
+                        v.errors.extend(e.errors());
+                        (Some(path), None)
+                    }
+                }
+            }
+            (None, Some(text)) => match Policy::parse("<embedded policy>", text) {
+                Ok(policy) => (None, Some(policy)),
+                Err(e) => {
+                    v.errors.extend(e.errors());
+                    (None, None)
+                }
+            },
+            (None, None) => {
+                v.error(
+                    &[Key::field("policy")],
+                    "`policy:` is required: the path of the policy file (SPEC §7)".into(),
+                );
+                (None, None)
+            }
+        };
+        match (v.errors.is_empty(), policy) {
+            (true, Some(policy)) => Ok(Config {
+                grpc_listen: raw.server.grpc_listen,
+                http_listen: raw.server.http_listen,
+                trust_domain: raw.trust_domain,
+                issuers,
+                headers,
+                policy_file,
+                policy: Arc::new(policy),
+            }),
+            _ => Err(Error::Invalid(v.errors)),
+        }
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+    errors: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &[Key], message: String) {
+        let at = match line_of(self.text, path) {
+            Some(line) => format!("{}:{line}", self.file),
+            None => self.file.to_owned(),
+        };
+        self.errors.push(format!("{at}: {}: {message}", render(path)));
+    }
+
+    fn issuer(&mut self, i: usize, raw: &RawIssuer, base: &Path) -> Option<IssuerConfig> {
+        let at = |key: &str| vec![Key::field("issuers"), Key::Index(i), Key::field(key)];
+        let before = self.errors.len();
+        if raw.name.trim().is_empty() {
+            self.error(&at("name"), "every issuer needs a name".into());
+        }
+        if raw.issuer.is_empty() {
+            self.error(&at("issuer"), "the exact `iss` its tokens carry is required".into());
+        }
+        if raw.algorithms.is_empty() {
+            self.error(&at("algorithms"), "list the algorithms this issuer signs with, e.g. [RS256]".into());
+        }
+        let hmac = raw.algorithms.iter().any(|a| a.family() == crate::identity::algorithm::KeyFamily::Hmac);
+        let asymmetric = raw.algorithms.iter().any(|a| a.family() != crate::identity::algorithm::KeyFamily::Hmac);
+        let sources = [
+            ("jwks_uri", raw.jwks_uri.is_some()),
+            ("jwks_file", raw.jwks_file.is_some()),
+            ("secret_env", raw.secret_env.is_some()),
+            ("secret_file", raw.secret_file.is_some()),
+        ];
+        let given: Vec<&str> = sources.iter().filter(|(_, p)| *p).map(|(k, _)| *k).collect();
+        if given.len() != 1 {
+            self.error(
+                &at("name"),
+                format!(
+                    "issuer '{}' needs exactly one key source of jwks_uri, jwks_file, secret_env, secret_file (found {})",
+                    raw.name,
+                    if given.is_empty() { "none".to_owned() } else { given.join(", ") }
+                ),
+            );
+            return None;
+        }
+        let secret = raw.secret_env.is_some() || raw.secret_file.is_some();
+        if secret && asymmetric {
+            self.error(&at("algorithms"), "an HMAC secret verifies only HS256/HS384/HS512; asymmetric algorithms need jwks_uri or jwks_file".into());
+        }
+        if !secret && hmac {
+            self.error(&at("algorithms"), "HS256/384/512 need a shared secret (secret_env or secret_file), never a JWKS: a public key used as an HMAC secret is the classic algorithm-confusion attack".into());
+        }
+        if raw.kind == RawIssuerKind::Service {
+            self.error(&at("kind"), "service-token issuers are not supported by this version of portcullis; use `kind: user`".into());
+        }
+        let leeway = self.duration(&at("leeway"), &raw.leeway, DEFAULT_LEEWAY);
+        let credentials = match &raw.credentials {
+            None => vec![Credential::Header {
+                name: "authorization".into(),
+                prefix: Some("Bearer ".into()),
+            }],
+            Some(list) => list
+                .iter()
+                .filter_map(|c| match credential(c) {
+                    Ok(c) => Some(c),
+                    Err(why) => {
+                        self.error(&at("credentials"), why);
+                        None
+                    }
+                })
+                .collect(),
+        };
+        let keys = if let Some(uri) = &raw.jwks_uri {
+            if let Err(why) = check_jwks_uri(uri) {
+                self.error(&at("jwks_uri"), why);
+            }
+            let defaults = JwksTiming::default();
+            let timing = JwksTiming {
+                default_ttl: self.duration(&at("jwks_refresh"), &raw.jwks_refresh, defaults.default_ttl),
+                min_refetch: self.duration(&at("jwks_min_refetch"), &raw.jwks_min_refetch, defaults.min_refetch),
+                timeout: self.duration(&at("jwks_timeout"), &raw.jwks_timeout, defaults.timeout),
+            };
+            KeySpec::Remote {
+                uri: uri.clone(),
+                timing,
+            }
+        } else if let Some(file) = &raw.jwks_file {
+            let path = base.join(file);
+            let loaded = std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|bytes| KeySet::from_jwks(&bytes).map_err(|e| e.to_string()))
+                .and_then(|(set, skipped)| {
+                    if set.is_empty() {
+                        Err(format!("no usable key in {} ({})", path.display(), skipped.join("; ")))
+                    } else {
+                        Ok(set)
+                    }
+                });
+            match loaded {
+                Ok(set) => KeySpec::Static(Arc::new(set)),
+                Err(why) => {
+                    self.error(&at("jwks_file"), why);
+                    return None;
+                }
+            }
+        } else {
+            let (key, secret) = match (&raw.secret_env, &raw.secret_file) {
+                (Some(var), _) => (
+                    "secret_env",
+                    std::env::var(var).map(String::into_bytes).map_err(|_| {
+                        format!("environment variable {var} is not set: export the issuer's HMAC secret there")
+                    }),
+                ),
+                (_, Some(file)) => {
+                    let path = base.join(file);
+                    (
+                        "secret_file",
+                        std::fs::read(&path)
+                            .map(|mut bytes| {
+                                // A trailing newline is an editor's, not the secret's.
+                                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                                    bytes.pop();
+                                }
+                                bytes
+                            })
+                            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                    )
+                }
+                _ => return None,
+            };
+            match secret.and_then(|s| VerificationKey::hmac(&s).map_err(|e| e.to_string())) {
+                Ok(key) => KeySpec::Static(Arc::new(KeySet::new(vec![key]))),
+                Err(why) => {
+                    self.error(&at(key), why);
+                    return None;
+                }
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(IssuerConfig {
+            name: raw.name.clone(),
+            kind: match raw.kind {
+                RawIssuerKind::User => IssuerKind::User,
+                RawIssuerKind::Service => IssuerKind::Service,
+            },
+            rules: ClaimRules {
+                issuer: raw.issuer.clone(),
+                audiences: raw.audiences.clone(),
+                authorized_parties: raw.authorized_parties.clone(),
+                leeway,
+            },
+            algorithms: raw.algorithms.clone(),
+            credentials,
+            keys,
+        })
+    }
+
+    fn duration(&mut self, path: &[Key], text: &Option<String>, default: Duration) -> Duration {
+        match text.as_deref().map(str::parse::<ConfigDuration>) {
+            None => default,
+            Some(Ok(d)) => d.0,
+            Some(Err(e)) => {
+                self.error(path, e.to_string());
+                default
+            }
+        }
+    }
+
+    fn unique_issuers(&mut self, issuers: &[RawIssuer]) {
+        for (i, a) in issuers.iter().enumerate() {
+            if issuers[..i].iter().any(|b| b.name == a.name) {
+                self.error(
+                    &[Key::field("issuers"), Key::Index(i), Key::field("name")],
+                    format!("duplicate issuer name '{}'", a.name),
+                );
+            }
+            if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
+                self.error(
+                    &[Key::field("issuers"), Key::Index(i), Key::field("issuer")],
+                    format!("two issuers claim iss '{}': a token could not be attributed", a.issuer),
+                );
+            }
+        }
+    }
+
+    fn headers(&mut self, raw: &raw::RawHeaders) -> HeadersConfig {
+        let mut user = Vec::new();
+        for (name, field) in &raw.user {
+            let at = [Key::field("headers"), Key::field("user"), Key::field(name)];
+            if !is_header_name(name) {
+                self.error(&at, format!("{name:?} is not a lower-case header name"));
+                continue;
+            }
+            match ContextField::parse(field) {
+                Some(f) => user.push((name.clone(), f)),
+                None => self.error(
+                    &at,
+                    format!("{field:?} is not a context field: write user.<field> or token.<claim>"),
+                ),
+            }
+        }
+        if !raw.service.is_empty() {
+            self.error(
+                &[Key::field("headers"), Key::field("service")],
+                "service context headers are not supported by this version of portcullis".into(),
+            );
+        }
+        if raw.internal_token {
+            self.error(
+                &[Key::field("headers"), Key::field("internal_token")],
+                "internal tokens are not supported by this version of portcullis".into(),
+            );
+        }
+        for prefix in &raw.strip_prefixes {
+            if prefix.is_empty() || prefix.to_ascii_lowercase() != *prefix {
+                self.error(
+                    &[Key::field("headers"), Key::field("strip_prefixes")],
+                    format!("{prefix:?}: prefixes must be non-empty and lower-case"),
+                );
+            }
+        }
+        if !is_header_name(&raw.request_id) {
+            self.error(
+                &[Key::field("headers"), Key::field("request_id")],
+                format!("{:?} is not a lower-case header name", raw.request_id),
+            );
+        }
+        HeadersConfig {
+            strip_prefixes: raw.strip_prefixes.clone(),
+            user,
+            request_id: raw.request_id.clone(),
+        }
+    }
+
+    fn users(&mut self, raw: &raw::RawUsers) {
+        if raw.source != "claims" {
+            self.error(
+                &[Key::field("users"), Key::field("source")],
+                format!(
+                    "user directory {:?} is not supported by this version of portcullis; use `source: claims`",
+                    raw.source
+                ),
+            );
+        }
+        for (key, present) in [
+            ("query", raw.query.is_some()),
+            ("cache", raw.cache.is_some()),
+            ("on_unknown", raw.on_unknown.is_some()),
+        ] {
+            if present {
+                self.error(
+                    &[Key::field("users"), Key::field(key)],
+                    format!("`users.{key}` applies to a database directory, which this version does not support; remove it"),
+                );
+            }
+        }
+    }
+}
+
+fn credential(raw: &RawCredential) -> Result<Credential, String> {
+    match (&raw.header, &raw.cookie, &raw.query) {
+        (Some(name), None, None) => {
+            let name = name.to_ascii_lowercase();
+            if !is_header_name(&name) {
+                return Err(format!("{name:?} is not a header name"));
+            }
+            let prefix = match &raw.prefix {
+                Some(p) if p.is_empty() => None,
+                Some(p) => Some(p.clone()),
+                None if name == "authorization" => Some("Bearer ".into()),
+                None => None,
+            };
+            Ok(Credential::Header { name, prefix })
+        }
+        (None, Some(name), None) if raw.prefix.is_none() => Ok(Credential::Cookie { name: name.clone() }),
+        (None, None, Some(name)) if raw.prefix.is_none() => Ok(Credential::Query { name: name.clone() }),
+        _ => Err("each credential is exactly one of {header: NAME[, prefix: P]}, {cookie: NAME}, {query: NAME}".into()),
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// `https` only, except for loopback (SPEC §4).
+fn check_jwks_uri(uri: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(uri).map_err(|e| format!("{uri:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!("{uri:?}: JWKS must be fetched over https (plain http only on loopback)"))
+            }
+        }
+        other => Err(format!("{uri:?}: unsupported scheme {other:?}, use https")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,39 @@
+//! The HTTP listener (SPEC §3, §9): `/healthz`, `/readyz`, `/metrics`. Handlers
+//! only convert; decisions and status come from the shared core.
+
+use crate::authorizer::Authorizer;
+use crate::status::Status;
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use std::sync::Arc;
+
+pub fn router(authorizer: Arc<Authorizer>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(authorizer)
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(authorizer): State<Arc<Authorizer>>) -> impl IntoResponse {
+    let status = Status::of(&authorizer);
+    let code = if status.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(status))
+}
+
+async fn metrics(State(authorizer): State<Arc<Authorizer>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        authorizer.metrics().encode(),
+    )
+}

@@ -1,0 +1,105 @@
+//! Credentials to principals (SPEC §4): find the token a request carries, pick its
+//! issuer, verify it (through the verified-token cache), and build the principal.
+//! This room may do I/O (JWKS fetches); policy never does.
+
+pub mod algorithm;
+pub mod claims;
+mod error;
+pub mod issuer;
+pub mod jwks;
+pub mod jws;
+pub mod keys;
+pub mod token_cache;
+
+pub use algorithm::Algorithm;
+pub use error::TokenError;
+pub use issuer::{Credential, Issuer, IssuerKind, KeySource};
+pub use token_cache::{TokenCache, VerifiedToken};
+
+use crate::metrics::Metrics;
+use crate::request::AuthzRequest;
+use jws::CompactJws;
+use std::sync::Arc;
+
+/// The request's credential, verified, or why not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Authentication {
+    /// No credential of any issuer was presented.
+    Anonymous,
+    /// A verified token.
+    Token(Arc<VerifiedToken>),
+}
+
+/// Verifies the credentials of requests against the configured issuers.
+pub struct Authenticator {
+    issuers: Vec<Issuer>,
+    cache: TokenCache,
+    metrics: Arc<Metrics>,
+}
+
+impl Authenticator {
+    pub fn new(issuers: Vec<Issuer>, cache: TokenCache, metrics: Arc<Metrics>) -> Self {
+        Self {
+            issuers,
+            cache,
+            metrics,
+        }
+    }
+
+    pub fn issuers(&self) -> &[Issuer] {
+        &self.issuers
+    }
+
+    /// Finds and verifies the request's token. The first credential location (in
+    /// issuer order, then credential order) that holds a token decides: a bad
+    /// token there is an error even if another location holds a good one.
+    pub async fn authenticate(&self, request: &AuthzRequest) -> Result<Authentication, TokenError> {
+        let Some(token) = self
+            .issuers
+            .iter()
+            .flat_map(|issuer| issuer.credentials.iter())
+            .find_map(|credential| credential.extract(request))
+        else {
+            return Ok(Authentication::Anonymous);
+        };
+        let key = TokenCache::key(token);
+        if let Some(hit) = self.cache.get(&key) {
+            self.metrics.cache_lookup("token", true);
+            return Ok(Authentication::Token(hit));
+        }
+        self.metrics.cache_lookup("token", false);
+        let jws = CompactJws::parse(token)?;
+        let issuer = self.issuer_for(&jws, token, request)?;
+        let verified = Arc::new(issuer.verify(&jws, token_cache::unix_now()).await?);
+        self.cache.insert(key, Arc::clone(&verified));
+        Ok(Authentication::Token(verified))
+    }
+
+    /// The issuer whose `iss` the (unverified) payload names and which looks for
+    /// tokens where this one was found.
+    fn issuer_for(
+        &self,
+        jws: &CompactJws<'_>,
+        token: &str,
+        request: &AuthzRequest,
+    ) -> Result<&Issuer, TokenError> {
+        #[derive(serde::Deserialize)]
+        struct Iss {
+            iss: Option<String>,
+        }
+        let payload = jws.unverified_payload()?;
+        let Iss { iss } = serde_json::from_slice(&payload)
+            .map_err(|_| TokenError::Malformed("the payload is not a JSON object"))?;
+        let iss = iss.ok_or(TokenError::MissingClaim("iss"))?;
+        self.issuers
+            .iter()
+            .filter(|issuer| issuer.rules.issuer == iss)
+            .find(|issuer| {
+                issuer
+                    .credentials
+                    .iter()
+                    .any(|c| c.extract(request) == Some(token))
+            })
+            .ok_or(TokenError::UnknownIssuer)
+    }
+}

@@ -1,0 +1,161 @@
+//! Assembles and runs the process: the gRPC listener (ext_authz, health,
+//! reflection, admin) and the HTTP listener, with graceful shutdown.
+
+use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};
+use crate::authorizer::Authorizer;
+use crate::config::{Config, IssuerConfig, KeySpec};
+use crate::ext_authz::ExtAuthz;
+use crate::identity::{jwks::JwksCache, Authenticator, Issuer, KeySource, TokenCache};
+use crate::metrics::Metrics;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Bounded size of the verified-token cache.
+const TOKEN_CACHE_ENTRIES: u64 = 100_000;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A server with its listeners bound, ready to run.
+pub struct Server {
+    grpc: TcpListener,
+    http: TcpListener,
+    authorizer: Arc<Authorizer>,
+    refreshers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds both listeners and starts the JWKS fetches (start does not wait for
+    /// them; readiness does).
+    pub async fn bind(config: &Config) -> Result<Server, ServeError> {
+        let grpc = TcpListener::bind(config.grpc_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.grpc_listen,
+                source,
+            })?;
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.http_listen,
+                source,
+            })?;
+        let metrics = Arc::new(Metrics::default());
+        let mut refreshers = Vec::new();
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let (issuer, refresher) = build_issuer(issuer, &metrics);
+                refreshers.extend(refresher);
+                issuer
+            })
+            .collect();
+        metrics
+            .policy_reloads
+            .get_or_create(&crate::metrics::ResultLabels { result: "success" })
+            .inc();
+        let authenticator =
+            Authenticator::new(issuers, TokenCache::new(TOKEN_CACHE_ENTRIES), Arc::clone(&metrics));
+        let authorizer = Arc::new(Authorizer::new(
+            authenticator,
+            Arc::clone(&config.policy),
+            config.headers.clone(),
+            metrics,
+        ));
+        Ok(Server {
+            grpc,
+            http,
+            authorizer,
+            refreshers,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authorizer
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<AuthorizationServer<ExtAuthz>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(AuthorizationServer::new(ExtAuthz::new(Arc::clone(&self.authorizer))))
+            .add_service(AdminServer::new(AdminApi::new(Arc::clone(&self.authorizer))))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                stopped(stop_rx.clone()),
+            );
+        let http = axum::serve(self.http, crate::http::router(Arc::clone(&self.authorizer)))
+            .with_graceful_shutdown(stopped(stop_rx));
+        let (grpc, http) = tokio::join!(grpc, http);
+        for refresher in self.refreshers {
+            refresher.abort();
+        }
+        grpc?;
+        http.map_err(ServeError::Http)
+    }
+}
+
+fn build_issuer(config: &IssuerConfig, metrics: &Arc<Metrics>) -> (Issuer, Option<JoinHandle<()>>) {
+    let (keys, refresher) = match &config.keys {
+        KeySpec::Static(set) => (KeySource::Static(Arc::clone(set)), None),
+        KeySpec::Remote { uri, timing } => {
+            let cache = JwksCache::new(&config.name, uri, *timing, Arc::clone(metrics));
+            let refresher = cache.spawn_refresher();
+            (KeySource::Remote(cache), Some(refresher))
+        }
+    };
+    let issuer = Issuer {
+        name: config.name.clone(),
+        kind: config.kind,
+        rules: config.rules.clone(),
+        algorithms: config.algorithms.clone(),
+        credentials: config.credentials.clone(),
+        keys,
+    };
+    (issuer, refresher)
+}

@@ -1,0 +1,44 @@
+//! Readiness (SPEC §9): every dependency a decision may need is loaded. Shared by
+//! `/readyz` and the gRPC `Admin/GetStatus`.
+
+use crate::authorizer::Authorizer;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct IssuerStatus {
+    pub name: String,
+    pub keys_loaded: bool,
+    pub key_count: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub ready: bool,
+    pub version: &'static str,
+    pub policy_rules: usize,
+    pub issuers: Vec<IssuerStatus>,
+}
+
+impl Status {
+    pub fn of(authorizer: &Authorizer) -> Status {
+        let issuers: Vec<IssuerStatus> = authorizer
+            .authenticator()
+            .issuers()
+            .iter()
+            .map(|issuer| {
+                let keys = issuer.keys_loaded();
+                IssuerStatus {
+                    name: issuer.name.clone(),
+                    keys_loaded: keys.is_some(),
+                    key_count: keys.unwrap_or(0),
+                }
+            })
+            .collect();
+        Status {
+            ready: issuers.iter().all(|i| i.keys_loaded),
+            version: env!("CARGO_PKG_VERSION"),
+            policy_rules: authorizer.policy().rules().len(),
+            issuers,
+        }
+    }
+}
