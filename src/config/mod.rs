@@ -164,7 +164,7 @@ impl Config {
                 "TLS on the gRPC listener is not supported by this version of portcullis; remove `server.tls` (terminate TLS in the sidecar)".into(),
             );
         }
-        if raw.server.grpc_listen == raw.server.http_listen {
+        if raw.server.grpc_listen == raw.server.http_listen && raw.server.grpc_listen.port() != 0 {
             v.error(
                 &[Key::field("server"), Key::field("http_listen")],
                 "grpc_listen and http_listen must differ".into(),

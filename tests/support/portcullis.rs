@@ -118,6 +118,8 @@ impl Portcullis {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()),
             )
+            // Plain text in the log file, which a failing test prints.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
