@@ -81,6 +81,7 @@ wait_for portcullis http://127.0.0.1:8181/readyz "$WORK/portcullis.log"
 echo "==> starting the echo upstream (:8000)"
 python3 mesh/quickstart/echo.py 8000 >"$WORK/echo.log" 2>&1 &
 pids+=($!)
+wait_for echo http://127.0.0.1:8000/ "$WORK/echo.log"
 
 echo "==> starting Envoy with mesh/envoy/front-proxy.yaml (:8080, admin :9901)"
 "$ENVOY" -c mesh/envoy/front-proxy.yaml --disable-hot-restart -l warning \
