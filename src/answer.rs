@@ -125,7 +125,10 @@ impl Answer {
             .headers
             .keys()
             .filter(|name| {
-                config.strip_prefixes.iter().any(|p| name.starts_with(p.as_str()))
+                config
+                    .strip_prefixes
+                    .iter()
+                    .any(|p| name.starts_with(p.as_str()))
                     || config.user.iter().any(|(h, _)| h == *name)
             })
             .filter(|name| !set.iter().any(|(h, _)| h == *name))
@@ -150,7 +153,8 @@ impl RequestId {
             Some(v)
                 if !v.is_empty()
                     && v.len() <= 128
-                    && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+                    && v.bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
             {
                 RequestId {
                     value: v.to_owned(),
@@ -216,7 +220,10 @@ mod tests {
 
     fn request(headers: &[(&str, &str)]) -> AuthzRequest {
         AuthzRequest {
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             ..AuthzRequest::default()
         }
     }
@@ -232,9 +239,19 @@ mod tests {
             ("accept", "*/*"),
         ]);
         let claims = json!({"role": "USER", "groups": ["a", "b"], "sid": "sess_1"});
-        let user = Principal::User(User::from_claims("clerk", "user_1", claims.as_object().unwrap().clone()));
+        let user = Principal::User(User::from_claims(
+            "clerk",
+            "user_1",
+            claims.as_object().unwrap().clone(),
+        ));
         let id = RequestId::of(&req, "x-request-id");
-        assert_eq!(id, RequestId { value: "abc-123".into(), generated: false });
+        assert_eq!(
+            id,
+            RequestId {
+                value: "abc-123".into(),
+                generated: false
+            }
+        );
         let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &user, &id) else {
             panic!("allow expected")
         };
@@ -247,7 +264,10 @@ mod tests {
                 ("x-clerk-session".to_string(), "sess_1".to_string()),
             ]
         );
-        assert_eq!(remove, vec!["x-portcullis-debug".to_string(), "x-user-email".to_string()]);
+        assert_eq!(
+            remove,
+            vec!["x-portcullis-debug".to_string(), "x-user-email".to_string()]
+        );
     }
 
     #[test]
@@ -255,29 +275,51 @@ mod tests {
         let req = request(&[("x-user-id", "admin"), ("x-clerk-session", "s")]);
         let id = RequestId::of(&req, "x-request-id");
         assert!(id.generated);
-        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &Principal::Anonymous, &id) else {
+        let Answer::Allow { set, remove } =
+            Answer::allow(&config(), &req, &Principal::Anonymous, &id)
+        else {
             panic!("allow expected")
         };
         assert_eq!(set, vec![("x-request-id".to_string(), id.value.clone())]);
-        assert_eq!(remove, vec!["x-clerk-session".to_string(), "x-user-id".to_string()]);
+        assert_eq!(
+            remove,
+            vec!["x-clerk-session".to_string(), "x-user-id".to_string()]
+        );
     }
 
     #[test]
     fn deny_bodies_and_challenges() {
-        let Answer::Deny { status, headers, body } =
-            Answer::deny(DenyKind::InvalidCredentials, "the token has expired", "rid-1")
+        let Answer::Deny {
+            status,
+            headers,
+            body,
+        } = Answer::deny(
+            DenyKind::InvalidCredentials,
+            "the token has expired",
+            "rid-1",
+        )
         else {
             panic!()
         };
         assert_eq!(status, 401);
-        let challenge = &headers.iter().find(|(k, _)| k == "www-authenticate").unwrap().1;
+        let challenge = &headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .unwrap()
+            .1;
         assert_eq!(
             challenge,
             r#"Bearer realm="portcullis", error="invalid_token", error_description="the token has expired""#
         );
         let body: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(body, json!({"error": "invalid_token", "message": "the token has expired", "request_id": "rid-1"}));
-        let Answer::Deny { status, headers, .. } = Answer::deny(DenyKind::Forbidden, "no", "r") else {
+        assert_eq!(
+            body,
+            json!({"error": "invalid_token", "message": "the token has expired", "request_id": "rid-1"})
+        );
+        let Answer::Deny {
+            status, headers, ..
+        } = Answer::deny(DenyKind::Forbidden, "no", "r")
+        else {
             panic!()
         };
         assert_eq!(status, 403);
@@ -288,7 +330,10 @@ mod tests {
     #[test]
     fn request_ids() {
         for bad in ["", "has space", "quote\"", &"x".repeat(200)] {
-            assert!(RequestId::of(&request(&[("x-request-id", bad)]), "x-request-id").generated, "{bad:?}");
+            assert!(
+                RequestId::of(&request(&[("x-request-id", bad)]), "x-request-id").generated,
+                "{bad:?}"
+            );
         }
         let a = random_uuid();
         assert_eq!(a.len(), 36);

@@ -99,7 +99,11 @@ impl Authorizer {
             Ok(path) => path,
             Err(e) => {
                 let message = format!("the request path is rejected: {e}");
-                return (Answer::deny(DenyKind::BadRequest, &message, rid), "path".into(), "anonymous");
+                return (
+                    Answer::deny(DenyKind::BadRequest, &message, rid),
+                    "path".into(),
+                    "anonymous",
+                );
             }
         };
         let principal = match self.authenticator.authenticate(request).await {

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "One authorization service for a whole service mesh: Envoy ext_authz for end users and services")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "One authorization service for a whole service mesh: Envoy ext_authz for end users and services"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -139,8 +143,16 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 fn print_dev_banner(setup: &dev::DevSetup) {
     println!("portcullis: no --config given, running on the embedded dev defaults.");
     println!("  ext_authz gRPC: 127.0.0.1:9191   HTTP: http://127.0.0.1:8181 (/healthz /readyz /metrics)");
-    println!("  HS256 dev issuer iss={} secret={}", dev::DEV_ISSUER, setup.secret);
-    println!("  (secret kept in {}/secret; tokens in {}/tokens.env)", setup.dir.display(), setup.dir.display());
+    println!(
+        "  HS256 dev issuer iss={} secret={}",
+        dev::DEV_ISSUER,
+        setup.secret
+    );
+    println!(
+        "  (secret kept in {}/secret; tokens in {}/tokens.env)",
+        setup.dir.display(),
+        setup.dir.display()
+    );
     for token in &setup.tokens {
         println!("  {} ({}): {}", token.subject, token.role, token.token);
     }

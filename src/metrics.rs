@@ -111,6 +111,8 @@ impl Metrics {
 
     pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        self.cache.get_or_create(&CacheLabels { cache, result }).inc();
+        self.cache
+            .get_or_create(&CacheLabels { cache, result })
+            .inc();
     }
 }

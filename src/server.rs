@@ -72,8 +72,11 @@ impl Server {
             .policy_reloads
             .get_or_create(&crate::metrics::ResultLabels { result: "success" })
             .inc();
-        let authenticator =
-            Authenticator::new(issuers, TokenCache::new(TOKEN_CACHE_ENTRIES), Arc::clone(&metrics));
+        let authenticator = Authenticator::new(
+            issuers,
+            TokenCache::new(TOKEN_CACHE_ENTRIES),
+            Arc::clone(&metrics),
+        );
         let authorizer = Arc::new(Authorizer::new(
             authenticator,
             Arc::clone(&config.policy),
@@ -89,11 +92,15 @@ impl Server {
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("bound listener has an address")
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().expect("bound listener has an address")
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn authorizer(&self) -> &Arc<Authorizer> {
@@ -102,7 +109,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight
     /// requests finish, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -113,9 +123,7 @@ impl Server {
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<AuthorizationServer<ExtAuthz>>()
-            .await;
+        health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -123,8 +131,12 @@ impl Server {
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(AuthorizationServer::new(ExtAuthz::new(Arc::clone(&self.authorizer))))
-            .add_service(AdminServer::new(AdminApi::new(Arc::clone(&self.authorizer))))
+            .add_service(AuthorizationServer::new(ExtAuthz::new(Arc::clone(
+                &self.authorizer,
+            ))))
+            .add_service(AdminServer::new(AdminApi::new(Arc::clone(
+                &self.authorizer,
+            ))))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
                 stopped(stop_rx.clone()),

@@ -150,14 +150,32 @@ headers:
     fn finds_lines_of_key_paths() {
         use Key::*;
         assert_eq!(path(&[Key::field("server")]), Some(1));
-        assert_eq!(path(&[Key::field("server"), Key::field("grpc_listen")]), Some(2));
+        assert_eq!(
+            path(&[Key::field("server"), Key::field("grpc_listen")]),
+            Some(2)
+        );
         assert_eq!(path(&[Key::field("issuers"), Index(0)]), Some(4));
         assert_eq!(path(&[Key::field("issuers"), Index(1)]), Some(7));
-        assert_eq!(path(&[Key::field("issuers"), Index(1), Key::field("algorithms")]), Some(11));
-        assert_eq!(path(&[Key::field("issuers"), Index(0), Key::field("jwks_uri")]), Some(6));
-        assert_eq!(path(&[Key::field("issuers"), Index(0), Key::field("name")]), Some(4));
+        assert_eq!(
+            path(&[Key::field("issuers"), Index(1), Key::field("algorithms")]),
+            Some(11)
+        );
+        assert_eq!(
+            path(&[Key::field("issuers"), Index(0), Key::field("jwks_uri")]),
+            Some(6)
+        );
+        assert_eq!(
+            path(&[Key::field("issuers"), Index(0), Key::field("name")]),
+            Some(4)
+        );
         // Missing keys fall back to the closest enclosing line.
-        assert_eq!(path(&[Key::field("issuers"), Index(1), Key::field("nope")]), Some(7));
-        assert_eq!(render(&[Key::field("issuers"), Index(1), Key::field("kind")]), "issuers[1].kind");
+        assert_eq!(
+            path(&[Key::field("issuers"), Index(1), Key::field("nope")]),
+            Some(7)
+        );
+        assert_eq!(
+            render(&[Key::field("issuers"), Index(1), Key::field("kind")]),
+            "issuers[1].kind"
+        );
     }
 }

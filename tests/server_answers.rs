@@ -49,7 +49,11 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("jwks.json"), jwk_set(&[&key]).to_string()).unwrap();
         std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
-        std::fs::write(dir.path().join("app.secret"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::write(
+            dir.path().join("app.secret"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
         // A remote issuer whose JWKS endpoint is down: tokens for it cannot be
         // checked, which must be a 503, never a 401 or an allow.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -131,7 +135,6 @@ policy: policy.yaml
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
         };
         // A deny is data: the RPC itself must succeed.
         self.client
@@ -197,7 +200,10 @@ async fn allow_sets_verified_context_and_strips_spoofed_headers() {
     assert_eq!(set.get("x-user-id"), Some(&claims.sub));
     assert_eq!(set.get("x-user-role").map(String::as_str), Some("USER"));
     assert_eq!(set.get("x-user-session"), Some(&claims.sid));
-    assert!(!set.contains_key("x-request-id"), "a client request id is kept as is");
+    assert!(
+        !set.contains_key("x-request-id"),
+        "a client request id is kept as is"
+    );
     for option in &ok.headers {
         assert_eq!(
             option.append_action, 2,
@@ -211,10 +217,15 @@ async fn allow_sets_verified_context_and_strips_spoofed_headers() {
     // The same token from the cookie.
     let cookie = format!("theme=dark; __session={token}");
     let response = h.check("GET", "/api/videos", &[("cookie", &cookie)]).await;
-    assert!(matches!(response.http_response, Some(HttpResponse::OkResponse(_))));
+    assert!(matches!(
+        response.http_response,
+        Some(HttpResponse::OkResponse(_))
+    ));
 
     // Anonymous on a public route: allowed, spoofed context removed, request id made.
-    let response = h.check("GET", "/public/x", &[("x-user-role", "ADMIN")]).await;
+    let response = h
+        .check("GET", "/public/x", &[("x-user-role", "ADMIN")])
+        .await;
     let Some(HttpResponse::OkResponse(ok)) = &response.http_response else {
         panic!("expected allow")
     };
@@ -227,7 +238,9 @@ async fn allow_sets_verified_context_and_strips_spoofed_headers() {
 #[tokio::test]
 async fn missing_credentials_are_401_with_a_bearer_challenge() {
     let mut h = Harness::start().await;
-    let response = h.check("GET", "/api/videos", &[("x-request-id", "rid-1")]).await;
+    let response = h
+        .check("GET", "/api/videos", &[("x-request-id", "rid-1")])
+        .await;
     let (code, status, headers, body) = denied(&response);
     assert_eq!((code, status), (16, 401));
     assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis""#);
@@ -245,15 +258,32 @@ async fn invalid_tokens_are_401_even_on_open_routes() {
     let cases: Vec<(&str, String)> = vec![
         ("expired", good.clone().expired().sign(&h.key)),
         ("not yet valid", good.clone().not_yet_valid().sign(&h.key)),
-        ("wrong iss", good.clone().issuer("https://evil.example").sign(&h.key)),
-        ("wrong azp", good.clone().authorized_party("https://evil.example").sign(&h.key)),
+        (
+            "wrong iss",
+            good.clone().issuer("https://evil.example").sign(&h.key),
+        ),
+        (
+            "wrong azp",
+            good.clone()
+                .authorized_party("https://evil.example")
+                .sign(&h.key),
+        ),
         ("unknown signer, same kid", good.sign(&key)),
         ("alg none", support::tokens::alg_none(&good, "k1")),
-        ("hs256 with the public key", support::tokens::hs256_with_public_key(&good, &h.key)),
-        ("tampered", support::tokens::tampered(&good.sign(&h.key), |c| c["role"] = "ADMIN".into())),
+        (
+            "hs256 with the public key",
+            support::tokens::hs256_with_public_key(&good, &h.key),
+        ),
+        (
+            "tampered",
+            support::tokens::tampered(&good.sign(&h.key), |c| c["role"] = "ADMIN".into()),
+        ),
         ("garbage", "not-a-token".into()),
         ("huge", "A".repeat(40 * 1024)),
-        ("json serialization", r#"{"payload":"e30","signatures":[]}"#.into()),
+        (
+            "json serialization",
+            r#"{"payload":"e30","signatures":[]}"#.into(),
+        ),
     ];
     for (name, token) in cases {
         for path in ["/api/videos", "/public/x"] {
@@ -262,12 +292,16 @@ async fn invalid_tokens_are_401_even_on_open_routes() {
             let (code, status, headers, body) = denied(&response);
             assert_eq!((code, status), (16, 401), "{name} on {path}: {body}");
             assert!(
-                headers["www-authenticate"].starts_with(r#"Bearer realm="portcullis", error="invalid_token""#),
+                headers["www-authenticate"]
+                    .starts_with(r#"Bearer realm="portcullis", error="invalid_token""#),
                 "{name}: {headers:?}"
             );
             assert_eq!(body["error"], "invalid_token", "{name}");
             let text = body.to_string();
-            assert!(!text.contains(&token[..token.len().min(40)]) || token.len() < 12, "{name}: the body must not echo the token");
+            assert!(
+                !text.contains(&token[..token.len().min(40)]) || token.len() < 12,
+                "{name}: the body must not echo the token"
+            );
         }
     }
     h.shutdown().await;
@@ -283,13 +317,23 @@ async fn hs256_issuer_with_audience() {
         jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &secret).unwrap()
     };
     let ok = format!("Bearer {}", mint("example-api"));
-    let response = h.check("GET", "/api/videos", &[("authorization", &ok)]).await;
+    let response = h
+        .check("GET", "/api/videos", &[("authorization", &ok)])
+        .await;
     let Some(HttpResponse::OkResponse(allowed)) = &response.http_response else {
         panic!("expected allow: {response:?}")
     };
-    assert_eq!(headers(&allowed.headers).get("x-user-id").map(String::as_str), Some("u-1"));
+    assert_eq!(
+        headers(&allowed.headers)
+            .get("x-user-id")
+            .map(String::as_str),
+        Some("u-1")
+    );
     let wrong = format!("Bearer {}", mint("other-api"));
-    let (_, status, _, body) = denied(&h.check("GET", "/api/videos", &[("authorization", &wrong)]).await);
+    let (_, status, _, body) = denied(
+        &h.check("GET", "/api/videos", &[("authorization", &wrong)])
+            .await,
+    );
     assert_eq!(status, 401);
     assert_eq!(body["message"], "the token's audience is not accepted");
     h.shutdown().await;
@@ -299,12 +343,18 @@ async fn hs256_issuer_with_audience() {
 async fn policy_denials_are_403() {
     let mut h = Harness::start().await;
     let bearer = format!("Bearer {}", ClerkClaims::user("GUEST").sign(&h.key));
-    let (code, status, headers, body) = denied(&h.check("GET", "/api/videos", &[("authorization", &bearer)]).await);
+    let (code, status, headers, body) = denied(
+        &h.check("GET", "/api/videos", &[("authorization", &bearer)])
+            .await,
+    );
     assert_eq!((code, status), (7, 403));
     assert!(!headers.contains_key("www-authenticate"));
     assert_eq!(body["error"], "forbidden");
     let user = format!("Bearer {}", ClerkClaims::user("USER").sign(&h.key));
-    let (_, status, _, _) = denied(&h.check("DELETE", "/api/videos/1", &[("authorization", &user)]).await);
+    let (_, status, _, _) = denied(
+        &h.check("DELETE", "/api/videos/1", &[("authorization", &user)])
+            .await,
+    );
     assert_eq!(status, 403);
     h.shutdown().await;
 }
@@ -313,12 +363,21 @@ async fn policy_denials_are_403() {
 async fn ambiguous_paths_are_400_and_dot_segments_resolve_before_matching() {
     let mut h = Harness::start().await;
     let user = format!("Bearer {}", ClerkClaims::user("USER").sign(&h.key));
-    for path in ["/api/videos/..%2fadmin", "/api%5cvideos", "/api/videos/%zz", "relative"] {
-        let (code, status, _, body) = denied(&h.check("GET", path, &[("authorization", &user)]).await);
+    for path in [
+        "/api/videos/..%2fadmin",
+        "/api%5cvideos",
+        "/api/videos/%zz",
+        "relative",
+    ] {
+        let (code, status, _, body) =
+            denied(&h.check("GET", path, &[("authorization", &user)]).await);
         assert_eq!((code, status), (3, 400), "{path}: {body}");
     }
     // `/public/../api/admin` is `/api/admin`: not public, and not allowed for USER.
-    let (_, status, _, _) = denied(&h.check("GET", "/public/../api/admin", &[("authorization", &user)]).await);
+    let (_, status, _, _) = denied(
+        &h.check("GET", "/public/../api/admin", &[("authorization", &user)])
+            .await,
+    );
     assert_eq!(status, 403);
     let (_, status, _, _) = denied(&h.check("GET", "/public/%2e%2e/api/admin", &[]).await);
     assert_eq!(status, 401);
@@ -330,7 +389,10 @@ async fn a_dependency_down_is_503_never_an_allow() {
     let mut h = Harness::start().await;
     let remote = ClerkClaims::user("USER").issuer("https://remote.example.test");
     let bearer = format!("Bearer {}", remote.sign(&h.key));
-    let (code, status, _, body) = denied(&h.check("GET", "/remote/x", &[("authorization", &bearer)]).await);
+    let (code, status, _, body) = denied(
+        &h.check("GET", "/remote/x", &[("authorization", &bearer)])
+            .await,
+    );
     assert_eq!((code, status), (14, 503), "{body}");
     assert_eq!(body["error"], "unavailable");
     h.shutdown().await;
@@ -340,7 +402,11 @@ async fn a_dependency_down_is_503_never_an_allow() {
 async fn health_readiness_status_and_metrics() {
     let h = Harness::start().await;
     // grpc.health.v1 on the ext_authz listener.
-    let channel = Channel::from_shared(format!("http://{}", h.grpc)).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", h.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let serving = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -349,7 +415,10 @@ async fn health_readiness_status_and_metrics() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     // Admin/GetStatus: the remote issuer's keys never load, so not ready.
     let mut admin = portcullis::admin_pb::admin_client::AdminClient::new(channel);
     let status = admin
@@ -364,11 +433,15 @@ async fn health_readiness_status_and_metrics() {
     let clerk = status.issuers.iter().find(|i| i.name == "clerk").unwrap();
     assert_eq!((clerk.keys_loaded, clerk.key_count), (true, 1));
     // /readyz says the same over HTTP, /healthz is up.
-    let readyz = reqwest::get(format!("http://{}/readyz", h.http)).await.unwrap();
+    let readyz = reqwest::get(format!("http://{}/readyz", h.http))
+        .await
+        .unwrap();
     assert_eq!(readyz.status(), 503);
     let body: Value = readyz.json().await.unwrap();
     assert_eq!(body["ready"], false);
-    let healthz = reqwest::get(format!("http://{}/healthz", h.http)).await.unwrap();
+    let healthz = reqwest::get(format!("http://{}/healthz", h.http))
+        .await
+        .unwrap();
     assert_eq!(healthz.status(), 200);
     h.shutdown().await;
 }
@@ -385,10 +458,14 @@ async fn decisions_are_counted() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"portcullis_decisions_total{result="allow",rule="public",principal="anonymous"} 1"#),
+        metrics.contains(
+            r#"portcullis_decisions_total{result="allow",rule="public",principal="anonymous"} 1"#
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"portcullis_decisions_total{result="deny",rule="default",principal="anonymous"} 1"#));
+    assert!(metrics.contains(
+        r#"portcullis_decisions_total{result="deny",rule="default",principal="anonymous"} 1"#
+    ));
     assert!(metrics.contains("portcullis_check_duration_seconds_count 2"));
     h.shutdown().await;
 }

@@ -124,7 +124,12 @@ fn wycheproof_json_web_signature_vectors() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(checked, vectors["numberOfTests"].as_u64().unwrap() as usize);
     println!(
         "wycheproof JWS: {checked} vectors: {valid_verified} valid verified, {invalid_rejected} invalid rejected, {unsupported_rejected} valid-but-unsupported (ES512) rejected"
@@ -144,7 +149,11 @@ fn contradictory_vectors_are_what_we_say_and_get_a_strict_verdict() {
             Contradiction::KeyDeclaresOtherAlg => {
                 let header = jws.split('.').next().unwrap();
                 let header: Value = serde_json::from_slice(
-                    &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+                    &base64::Engine::decode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        header,
+                    )
+                    .unwrap(),
                 )
                 .unwrap();
                 assert_ne!(header["alg"], key["alg"], "tcId {id}: the algs differ");
@@ -153,12 +162,25 @@ fn contradictory_vectors_are_what_we_say_and_get_a_strict_verdict() {
             Contradiction::SameAsValid(twin) => {
                 let (_, valid) = find_case(&vectors, *twin);
                 assert_eq!(valid["result"], "valid");
-                assert_eq!(valid["jws"].as_str(), Some(jws), "tcId {id} equals tcId {twin}");
-                assert!(verdict.is_ok(), "tcId {id}: same bytes as a valid vector, same verdict");
+                assert_eq!(
+                    valid["jws"].as_str(),
+                    Some(jws),
+                    "tcId {id} equals tcId {twin}"
+                );
+                assert!(
+                    verdict.is_ok(),
+                    "tcId {id}: same bytes as a valid vector, same verdict"
+                );
             }
             Contradiction::NotBase64Url => {
-                assert!(jws.contains('?'), "tcId {id}: carries a non-base64url character");
-                assert!(verdict.is_err(), "tcId {id}: strict base64url decoding rejects it");
+                assert!(
+                    jws.contains('?'),
+                    "tcId {id}: carries a non-base64url character"
+                );
+                assert!(
+                    verdict.is_err(),
+                    "tcId {id}: strict base64url decoding rejects it"
+                );
             }
         }
     }

@@ -77,10 +77,13 @@ pub fn setup(dir: &Path) -> Result<DevSetup, Error> {
                 "iss": DEV_ISSUER, "sub": subject, "role": role,
                 "iat": now, "nbf": now, "exp": now + 24 * 3600,
             });
-            let token = encode(&Header::default(), &claims, &key).map_err(|e| Error::Invalid(vec![
-                format!("cannot mint the demo token: {e}"),
-            ]))?;
-            Ok(DemoToken { subject, role, token })
+            let token = encode(&Header::default(), &claims, &key)
+                .map_err(|e| Error::Invalid(vec![format!("cannot mint the demo token: {e}")]))?;
+            Ok(DemoToken {
+                subject,
+                role,
+                token,
+            })
         })
         .collect::<Result<_, Error>>()?;
     let env: String = tokens

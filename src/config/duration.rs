@@ -29,7 +29,9 @@ impl FromStr for ConfigDuration {
             }
             let value: u64 = rest[..digits].parse().map_err(|_| err())?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = match &rest[..unit_len] {
                 "ms" => Duration::from_millis(value),
                 "s" => Duration::from_secs(value),
@@ -76,7 +78,16 @@ mod tests {
         for (s, want) in ok {
             assert_eq!(s.parse::<ConfigDuration>(), Ok(ConfigDuration(want)), "{s}");
         }
-        for bad in ["", "30", "s", "5 m", "-5s", "1.5h", "5x", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "5 m",
+            "-5s",
+            "1.5h",
+            "5x",
+            "99999999999999999999d",
+        ] {
             assert!(bad.parse::<ConfigDuration>().is_err(), "{bad}");
         }
     }

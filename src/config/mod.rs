@@ -154,7 +154,9 @@ impl Config {
             if present {
                 v.error(
                     &[Key::field(key)],
-                    format!("{what} are not supported by this version of portcullis; remove `{key}`"),
+                    format!(
+                        "{what} are not supported by this version of portcullis; remove `{key}`"
+                    ),
                 );
             }
         }
@@ -223,7 +225,8 @@ impl Validator<'_> {
             Some(line) => format!("{}:{line}", self.file),
             None => self.file.to_owned(),
         };
-        self.errors.push(format!("{at}: {}: {message}", render(path)));
+        self.errors
+            .push(format!("{at}: {}: {message}", render(path)));
     }
 
     fn issuer(&mut self, i: usize, raw: &RawIssuer, base: &Path) -> Option<IssuerConfig> {
@@ -233,20 +236,36 @@ impl Validator<'_> {
             self.error(&at("name"), "every issuer needs a name".into());
         }
         if raw.issuer.is_empty() {
-            self.error(&at("issuer"), "the exact `iss` its tokens carry is required".into());
+            self.error(
+                &at("issuer"),
+                "the exact `iss` its tokens carry is required".into(),
+            );
         }
         if raw.algorithms.is_empty() {
-            self.error(&at("algorithms"), "list the algorithms this issuer signs with, e.g. [RS256]".into());
+            self.error(
+                &at("algorithms"),
+                "list the algorithms this issuer signs with, e.g. [RS256]".into(),
+            );
         }
-        let hmac = raw.algorithms.iter().any(|a| a.family() == crate::identity::algorithm::KeyFamily::Hmac);
-        let asymmetric = raw.algorithms.iter().any(|a| a.family() != crate::identity::algorithm::KeyFamily::Hmac);
+        let hmac = raw
+            .algorithms
+            .iter()
+            .any(|a| a.family() == crate::identity::algorithm::KeyFamily::Hmac);
+        let asymmetric = raw
+            .algorithms
+            .iter()
+            .any(|a| a.family() != crate::identity::algorithm::KeyFamily::Hmac);
         let sources = [
             ("jwks_uri", raw.jwks_uri.is_some()),
             ("jwks_file", raw.jwks_file.is_some()),
             ("secret_env", raw.secret_env.is_some()),
             ("secret_file", raw.secret_file.is_some()),
         ];
-        let given: Vec<&str> = sources.iter().filter(|(_, p)| *p).map(|(k, _)| *k).collect();
+        let given: Vec<&str> = sources
+            .iter()
+            .filter(|(_, p)| *p)
+            .map(|(k, _)| *k)
+            .collect();
         if given.len() != 1 {
             self.error(
                 &at("name"),
@@ -291,8 +310,16 @@ impl Validator<'_> {
             }
             let defaults = JwksTiming::default();
             let timing = JwksTiming {
-                default_ttl: self.duration(&at("jwks_refresh"), &raw.jwks_refresh, defaults.default_ttl),
-                min_refetch: self.duration(&at("jwks_min_refetch"), &raw.jwks_min_refetch, defaults.min_refetch),
+                default_ttl: self.duration(
+                    &at("jwks_refresh"),
+                    &raw.jwks_refresh,
+                    defaults.default_ttl,
+                ),
+                min_refetch: self.duration(
+                    &at("jwks_min_refetch"),
+                    &raw.jwks_min_refetch,
+                    defaults.min_refetch,
+                ),
                 timeout: self.duration(&at("jwks_timeout"), &raw.jwks_timeout, defaults.timeout),
             };
             KeySpec::Remote {
@@ -306,7 +333,11 @@ impl Validator<'_> {
                 .and_then(|bytes| KeySet::from_jwks(&bytes).map_err(|e| e.to_string()))
                 .and_then(|(set, skipped)| {
                     if set.is_empty() {
-                        Err(format!("no usable key in {} ({})", path.display(), skipped.join("; ")))
+                        Err(format!(
+                            "no usable key in {} ({})",
+                            path.display(),
+                            skipped.join("; ")
+                        ))
                     } else {
                         Ok(set)
                     }
@@ -394,7 +425,10 @@ impl Validator<'_> {
             if issuers[..i].iter().any(|b| b.issuer == a.issuer) {
                 self.error(
                     &[Key::field("issuers"), Key::Index(i), Key::field("issuer")],
-                    format!("two issuers claim iss '{}': a token could not be attributed", a.issuer),
+                    format!(
+                        "two issuers claim iss '{}': a token could not be attributed",
+                        a.issuer
+                    ),
                 );
             }
         }
@@ -412,7 +446,9 @@ impl Validator<'_> {
                 Some(f) => user.push((name.clone(), f)),
                 None => self.error(
                     &at,
-                    format!("{field:?} is not a context field: write user.<field> or token.<claim>"),
+                    format!(
+                        "{field:?} is not a context field: write user.<field> or token.<claim>"
+                    ),
                 ),
             }
         }
@@ -517,7 +553,9 @@ fn check_jwks_uri(uri: &str) -> Result<(), String> {
             if loopback {
                 Ok(())
             } else {
-                Err(format!("{uri:?}: JWKS must be fetched over https (plain http only on loopback)"))
+                Err(format!(
+                    "{uri:?}: JWKS must be fetched over https (plain http only on loopback)"
+                ))
             }
         }
         other => Err(format!("{uri:?}: unsupported scheme {other:?}, use https")),

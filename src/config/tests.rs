@@ -89,7 +89,10 @@ policy: policy.yaml
     ];
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
     for (error, (at, what)) in errors.iter().zip(expect) {
-        assert!(error.starts_with(at) && error.contains(what), "{error} should start with {at} and mention {what}");
+        assert!(
+            error.starts_with(at) && error.contains(what),
+            "{error} should start with {at} and mention {what}"
+        );
     }
 }
 
@@ -116,10 +119,17 @@ fn unknown_keys_and_bad_values_name_the_line() {
 #[test]
 fn policy_errors_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.yaml"), "rules:\n  - name: x\n    to: { paths: [nope] }\n").unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "rules:\n  - name: x\n    to: { paths: [nope] }\n",
+    )
+    .unwrap();
     let err = Config::parse("c.yaml", "policy: policy.yaml\n", dir.path(), None).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("policy.yaml:3:") && msg.contains("must start with '/'"), "{msg}");
+    assert!(
+        msg.contains("policy.yaml:3:") && msg.contains("must start with '/'"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -129,7 +139,10 @@ fn embedded_dev_defaults_are_valid() {
     assert_eq!(setup.tokens.len(), 2);
     assert!(setup.config.policy.rules().len() >= 4);
     let again = dev::setup(dir.path()).unwrap();
-    assert_eq!(setup.secret, again.secret, "the dev secret survives restarts");
+    assert_eq!(
+        setup.secret, again.secret,
+        "the dev secret survives restarts"
+    );
     let env = std::fs::read_to_string(dir.path().join("tokens.env")).unwrap();
     assert!(env.contains("USER_TOKEN=") && env.contains("ADMIN_TOKEN="));
 }

@@ -142,7 +142,10 @@ impl ExtAuthz {
 
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         let request = AuthzRequest::from(request.get_ref());
         let answer = self.authorizer.check(&request).await;
         Ok(Response::new(answer.into()))

@@ -69,7 +69,10 @@ impl ClaimRules {
 
 /// A NumericDate claim: absent is `None`; present but not a non-negative number is
 /// an error. Fractions are allowed by RFC 7519 and truncated.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, TokenError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
@@ -112,27 +115,107 @@ mod tests {
         let cases: Vec<(&ClaimRules, Value, Result<u64, TokenError>)> = vec![
             (&base, json!({"iss": iss, "exp": NOW + 60}), Ok(NOW + 60)),
             (&base, json!({"iss": iss, "exp": NOW - 10}), Ok(NOW - 10)), // within leeway
-            (&base, json!({"iss": iss, "exp": NOW - 30}), Err(TokenError::Expired)),
-            (&base, json!({"iss": iss}), Err(TokenError::MissingClaim("exp"))),
-            (&base, json!({"iss": iss, "exp": "soon"}), Err(TokenError::MissingClaim("exp"))),
-            (&base, json!({"iss": iss, "exp": -5}), Err(TokenError::MissingClaim("exp"))),
-            (&base, json!({"iss": iss, "exp": (NOW + 60) as f64 + 0.5}), Ok(NOW + 60)),
-            (&base, json!({"iss": iss, "exp": NOW + 60, "nbf": NOW + 20}), Ok(NOW + 60)),
-            (&base, json!({"iss": iss, "exp": NOW + 600, "nbf": NOW + 31}), Err(TokenError::NotYetValid)),
-            (&base, json!({"iss": iss, "exp": NOW + 600, "iat": NOW + 300}), Err(TokenError::IssuedInFuture)),
-            (&base, json!({"iss": "https://evil", "exp": NOW + 60}), Err(TokenError::UnknownIssuer)),
-            (&base, json!({"iss": 7, "exp": NOW + 60}), Err(TokenError::MissingClaim("iss"))),
-            (&base, json!({"exp": NOW + 60}), Err(TokenError::MissingClaim("iss"))),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW - 30}),
+                Err(TokenError::Expired),
+            ),
+            (
+                &base,
+                json!({"iss": iss}),
+                Err(TokenError::MissingClaim("exp")),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": "soon"}),
+                Err(TokenError::MissingClaim("exp")),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": -5}),
+                Err(TokenError::MissingClaim("exp")),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": (NOW + 60) as f64 + 0.5}),
+                Ok(NOW + 60),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW + 60, "nbf": NOW + 20}),
+                Ok(NOW + 60),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW + 600, "nbf": NOW + 31}),
+                Err(TokenError::NotYetValid),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW + 600, "iat": NOW + 300}),
+                Err(TokenError::IssuedInFuture),
+            ),
+            (
+                &base,
+                json!({"iss": "https://evil", "exp": NOW + 60}),
+                Err(TokenError::UnknownIssuer),
+            ),
+            (
+                &base,
+                json!({"iss": 7, "exp": NOW + 60}),
+                Err(TokenError::MissingClaim("iss")),
+            ),
+            (
+                &base,
+                json!({"exp": NOW + 60}),
+                Err(TokenError::MissingClaim("iss")),
+            ),
             // Clerk session tokens carry no aud: not required when none configured.
-            (&base, json!({"iss": iss, "exp": NOW + 60, "aud": "whatever"}), Ok(NOW + 60)),
-            (&with_aud, json!({"iss": iss, "exp": NOW + 60, "aud": "api"}), Ok(NOW + 60)),
-            (&with_aud, json!({"iss": iss, "exp": NOW + 60, "aud": ["x", "other"]}), Ok(NOW + 60)),
-            (&with_aud, json!({"iss": iss, "exp": NOW + 60, "aud": ["x"]}), Err(TokenError::WrongAudience)),
-            (&with_aud, json!({"iss": iss, "exp": NOW + 60, "aud": 5}), Err(TokenError::WrongAudience)),
-            (&with_aud, json!({"iss": iss, "exp": NOW + 60}), Err(TokenError::MissingClaim("aud"))),
-            (&base, json!({"iss": iss, "exp": NOW + 60, "azp": "https://app.example.com"}), Ok(NOW + 60)),
-            (&base, json!({"iss": iss, "exp": NOW + 60, "azp": "https://evil.example.com"}), Err(TokenError::WrongAuthorizedParty)),
-            (&base, json!({"iss": iss, "exp": NOW + 60, "azp": ["https://app.example.com"]}), Err(TokenError::WrongAuthorizedParty)),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW + 60, "aud": "whatever"}),
+                Ok(NOW + 60),
+            ),
+            (
+                &with_aud,
+                json!({"iss": iss, "exp": NOW + 60, "aud": "api"}),
+                Ok(NOW + 60),
+            ),
+            (
+                &with_aud,
+                json!({"iss": iss, "exp": NOW + 60, "aud": ["x", "other"]}),
+                Ok(NOW + 60),
+            ),
+            (
+                &with_aud,
+                json!({"iss": iss, "exp": NOW + 60, "aud": ["x"]}),
+                Err(TokenError::WrongAudience),
+            ),
+            (
+                &with_aud,
+                json!({"iss": iss, "exp": NOW + 60, "aud": 5}),
+                Err(TokenError::WrongAudience),
+            ),
+            (
+                &with_aud,
+                json!({"iss": iss, "exp": NOW + 60}),
+                Err(TokenError::MissingClaim("aud")),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW + 60, "azp": "https://app.example.com"}),
+                Ok(NOW + 60),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW + 60, "azp": "https://evil.example.com"}),
+                Err(TokenError::WrongAuthorizedParty),
+            ),
+            (
+                &base,
+                json!({"iss": iss, "exp": NOW + 60, "azp": ["https://app.example.com"]}),
+                Err(TokenError::WrongAuthorizedParty),
+            ),
         ];
         for (i, (rules, claims, want)) in cases.into_iter().enumerate() {
             assert_eq!(check(rules, claims.clone()), want, "case {i}: {claims}");

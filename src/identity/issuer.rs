@@ -24,7 +24,10 @@ pub enum IssuerKind {
 pub enum Credential {
     /// A header; `prefix` (e.g. `Bearer `, matched case-insensitively) is required
     /// and stripped when set.
-    Header { name: String, prefix: Option<String> },
+    Header {
+        name: String,
+        prefix: Option<String>,
+    },
     /// A cookie, e.g. Clerk's `__session`.
     Cookie { name: String },
     /// A query parameter, e.g. `access_token` (for WebSocket upgrades).
@@ -85,7 +88,11 @@ impl Issuer {
     }
 
     /// Verifies a parsed token of this issuer at `now`.
-    pub async fn verify(&self, jws: &CompactJws<'_>, now: u64) -> Result<VerifiedToken, TokenError> {
+    pub async fn verify(
+        &self,
+        jws: &CompactJws<'_>,
+        now: u64,
+    ) -> Result<VerifiedToken, TokenError> {
         // Refuse a disallowed `alg` before touching keys (no refetch for it).
         jws.algorithm(&self.algorithms)?;
         let payload = match &self.keys {
@@ -122,9 +129,13 @@ mod tests {
     #[test]
     fn credential_extraction() {
         let mut request = AuthzRequest::default();
-        request.headers.insert("authorization".into(), "bearer  abc.def.ghi ".into());
+        request
+            .headers
+            .insert("authorization".into(), "bearer  abc.def.ghi ".into());
         request.headers.insert("x-token".into(), "raw".into());
-        request.headers.insert("cookie".into(), "__session=c.o.k".into());
+        request
+            .headers
+            .insert("cookie".into(), "__session=c.o.k".into());
         let bearer = Credential::Header {
             name: "authorization".into(),
             prefix: Some("Bearer ".into()),
@@ -139,9 +150,17 @@ mod tests {
             name: "__session".into(),
         };
         assert_eq!(cookie.extract(&request), Some("c.o.k"));
-        request.headers.insert("authorization".into(), "Basic dXNlcg==".into());
-        assert_eq!(bearer.extract(&request), None, "other schemes are not our tokens");
-        request.headers.insert("authorization".into(), "Bearer".into());
+        request
+            .headers
+            .insert("authorization".into(), "Basic dXNlcg==".into());
+        assert_eq!(
+            bearer.extract(&request),
+            None,
+            "other schemes are not our tokens"
+        );
+        request
+            .headers
+            .insert("authorization".into(), "Bearer".into());
         assert_eq!(bearer.extract(&request), None);
     }
 }

@@ -50,7 +50,9 @@ impl<'a> CompactJws<'a> {
             return Err(TokenError::TooLarge);
         }
         if token.starts_with('{') {
-            return Err(TokenError::Malformed("only compact serialization is accepted"));
+            return Err(TokenError::Malformed(
+                "only compact serialization is accepted",
+            ));
         }
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =

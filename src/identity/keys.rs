@@ -29,11 +29,15 @@ pub enum KeyError {
     AlgorithmMismatch,
     #[error("RSA key of {0} bits is too small (minimum {MIN_RSA_BITS})")]
     RsaTooSmall(usize),
-    #[error("HMAC secret of {0} bytes is too short for its algorithm (HS256: 32, HS384: 48, HS512: 64)")]
+    #[error(
+        "HMAC secret of {0} bytes is too short for its algorithm (HS256: 32, HS384: 48, HS512: 64)"
+    )]
     HmacTooShort(usize),
     #[error("RSA public exponent must be odd and at least 3")]
     RsaBadExponent,
-    #[error("RSA modulus has the ROCA fingerprint (CVE-2017-15361): its private key is recoverable")]
+    #[error(
+        "RSA modulus has the ROCA fingerprint (CVE-2017-15361): its private key is recoverable"
+    )]
     RsaRoca,
     #[error("a public key set must not carry private key material ('d')")]
     PrivateMaterial,
@@ -92,7 +96,8 @@ impl VerificationKey {
                     .decode(&rsa.e)
                     .map_err(|_| KeyError::Invalid("bad 'e'".into()))?;
                 let odd = e.last().is_some_and(|b| b & 1 == 1);
-                let at_least_3 = e.iter().rev().skip(1).any(|b| *b != 0) || e.last().is_some_and(|b| *b >= 3);
+                let at_least_3 =
+                    e.iter().rev().skip(1).any(|b| *b != 0) || e.last().is_some_and(|b| *b >= 3);
                 if !odd || !at_least_3 {
                     return Err(KeyError::RsaBadExponent);
                 }
@@ -196,7 +201,9 @@ fn has_roca_fingerprint(n: &[u8]) -> bool {
         97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
     ];
     PRIMES.iter().all(|&p| {
-        let residue = n.iter().fold(0u32, |acc, &b| (acc * 256 + u32::from(b)) % p);
+        let residue = n
+            .iter()
+            .fold(0u32, |acc, &b| (acc * 256 + u32::from(b)) % p);
         let generator = 65537 % p;
         let mut x = 1;
         loop {
@@ -286,14 +293,12 @@ impl KeySet {
         kid: Option<&'a str>,
         alg: Algorithm,
     ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
-        self.keys
-            .iter()
-            .filter(move |k| {
-                let kid_fits = match (kid, k.kid()) {
-                    (Some(want), Some(have)) => want == have,
-                    _ => true,
-                };
-                kid_fits && k.accepts(alg)
-            })
+        self.keys.iter().filter(move |k| {
+            let kid_fits = match (kid, k.kid()) {
+                (Some(want), Some(have)) => want == have,
+                _ => true,
+            };
+            kid_fits && k.accepts(alg)
+        })
     }
 }

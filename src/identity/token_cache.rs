@@ -35,7 +35,9 @@ impl moka::Expiry<TokenKey, Arc<VerifiedToken>> for UntilExpiry {
         value: &Arc<VerifiedToken>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(value.expires_at.saturating_sub(unix_now())))
+        Some(Duration::from_secs(
+            value.expires_at.saturating_sub(unix_now()),
+        ))
     }
 }
 
@@ -58,9 +60,7 @@ impl TokenCache {
     /// A cached, still unexpired verification of the token with this key.
     pub fn get(&self, key: &TokenKey) -> Option<Arc<VerifiedToken>> {
         // The expiry policy evicts lazily; never hand out an expired entry.
-        self.cache
-            .get(key)
-            .filter(|t| t.expires_at > unix_now())
+        self.cache.get(key).filter(|t| t.expires_at > unix_now())
     }
 
     pub fn insert(&self, key: TokenKey, token: Arc<VerifiedToken>) {

@@ -159,7 +159,9 @@ impl<'de> Deserialize<'de> for RawSource {
         impl<'de> de::Visitor<'de> for Visitor {
             type Value = RawSource;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`anyone`, `authenticated`, or a map like `{ users: { roles: [USER] } }`")
+                f.write_str(
+                    "`anyone`, `authenticated`, or a map like `{ users: { roles: [USER] } }`",
+                )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSource, E> {
                 match v {
@@ -169,7 +171,8 @@ impl<'de> Deserialize<'de> for RawSource {
                 }
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawSource, A::Error> {
-                RawSourceMap::deserialize(value::MapAccessDeserializer::new(map)).map(RawSource::Map)
+                RawSourceMap::deserialize(value::MapAccessDeserializer::new(map))
+                    .map(RawSource::Map)
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -226,7 +229,10 @@ impl Policy {
                 });
             };
             if rule.name.trim().is_empty() {
-                problem(&[Key::field("name")], "every rule needs a non-empty name".into());
+                problem(
+                    &[Key::field("name")],
+                    "every rule needs a non-empty name".into(),
+                );
             } else if seen.contains(&rule.name.as_str()) {
                 problem(
                     &[Key::field("name")],

@@ -93,7 +93,9 @@ fn decode_segment(encoded: &str) -> Result<String, PathError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadPercentEncoding)?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or(PathError::BadPercentEncoding)?;
             let hex = std::str::from_utf8(hex).map_err(|_| PathError::BadPercentEncoding)?;
             let byte = u8::from_str_radix(hex, 16).map_err(|_| PathError::BadPercentEncoding)?;
             if byte == b'/' || byte == b'\\' {
@@ -151,7 +153,10 @@ mod tests {
             ("api/videos", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
             ("*", PathError::NotAbsolute),
-            ("/api/videos/..%2fadmin", PathError::EncodedSeparator("%2f".into())),
+            (
+                "/api/videos/..%2fadmin",
+                PathError::EncodedSeparator("%2f".into()),
+            ),
             ("/api%2Fadmin", PathError::EncodedSeparator("%2F".into())),
             ("/api%5cadmin", PathError::EncodedSeparator("%5c".into())),
             ("/api\\..\\admin", PathError::Backslash),
@@ -161,7 +166,11 @@ mod tests {
             ("/api/%ff", PathError::NotUtf8),
         ];
         for (raw, want) in cases {
-            assert_eq!(NormalizedPath::parse(raw).as_ref(), Err(want), "parsing {raw}");
+            assert_eq!(
+                NormalizedPath::parse(raw).as_ref(),
+                Err(want),
+                "parsing {raw}"
+            );
         }
     }
 }

@@ -14,7 +14,9 @@ pub enum PatternError {
     DoubleStarNotLast(String),
     #[error("in path pattern {0:?}, '*' must be a whole segment ('/*' or '/**')")]
     PartialWildcard(String),
-    #[error("in path pattern {0:?}, capture names must be letters, digits or '_' (e.g. '{{user_id}}')")]
+    #[error(
+        "in path pattern {0:?}, capture names must be letters, digits or '_' (e.g. '{{user_id}}')"
+    )]
     BadCaptureName(String),
     #[error("path pattern {0:?} captures '{1}' twice")]
     DuplicateCapture(String, String),
@@ -89,8 +91,7 @@ impl PathPattern {
                     if p.contains(['%', '\\', '{', '}']) {
                         return Err(PatternError::NotNormal(
                             source.to_owned(),
-                            "write literal segments decoded, without '%', '\\', '{' or '}'"
-                                .into(),
+                            "write literal segments decoded, without '%', '\\', '{' or '}'".into(),
                         ));
                     }
                     Segment::Literal(p.to_owned())
@@ -280,7 +281,10 @@ mod tests {
             "/api/%2e",
         ];
         for pattern in cases {
-            assert!(PathPattern::parse(pattern).is_err(), "{pattern} should be rejected");
+            assert!(
+                PathPattern::parse(pattern).is_err(),
+                "{pattern} should be rejected"
+            );
         }
     }
 

@@ -74,30 +74,114 @@ fn decisions() {
         ("GET", host, "/healthz", &anon, Effect::Allow, "health"),
         ("POST", host, "/healthz", &anon, Effect::Deny, "default"),
         ("GET", host, "/api/videos", &anon, Effect::Deny, "default"),
-        ("GET", host, "/api/videos", &usr, Effect::Allow, "videos-read"),
-        ("GET", host, "/api/videos/1", &admin, Effect::Allow, "videos-read"),
-        ("GET", "evil.com", "/api/videos", &usr, Effect::Deny, "default"),
-        ("GET", "api.example.com:443", "/api/videos", &usr, Effect::Allow, "videos-read"),
+        (
+            "GET",
+            host,
+            "/api/videos",
+            &usr,
+            Effect::Allow,
+            "videos-read",
+        ),
+        (
+            "GET",
+            host,
+            "/api/videos/1",
+            &admin,
+            Effect::Allow,
+            "videos-read",
+        ),
+        (
+            "GET",
+            "evil.com",
+            "/api/videos",
+            &usr,
+            Effect::Deny,
+            "default",
+        ),
+        (
+            "GET",
+            "api.example.com:443",
+            "/api/videos",
+            &usr,
+            Effect::Allow,
+            "videos-read",
+        ),
         ("POST", host, "/api/videos", &usr, Effect::Deny, "default"),
-        ("GET", host, "/api/admin/users", &usr, Effect::Deny, "default"),
-        ("GET", host, "/api/admin/users", &admin, Effect::Allow, "admin"),
-        ("GET", host, "/api/admin/users", &multi, Effect::Allow, "admin"),
+        (
+            "GET",
+            host,
+            "/api/admin/users",
+            &usr,
+            Effect::Deny,
+            "default",
+        ),
+        (
+            "GET",
+            host,
+            "/api/admin/users",
+            &admin,
+            Effect::Allow,
+            "admin",
+        ),
+        (
+            "GET",
+            host,
+            "/api/admin/users",
+            &multi,
+            Effect::Allow,
+            "admin",
+        ),
         ("POST", host, "/ops/restart", &admin, Effect::Allow, "admin"),
         ("GET", host, "/ops/restart", &admin, Effect::Deny, "default"),
         // Path tricks resolve before matching.
-        ("GET", host, "/api/videos/../admin/x", &usr, Effect::Deny, "default"),
-        ("GET", host, "/api/videos/%2e%2e/admin", &usr, Effect::Deny, "default"),
+        (
+            "GET",
+            host,
+            "/api/videos/../admin/x",
+            &usr,
+            Effect::Deny,
+            "default",
+        ),
+        (
+            "GET",
+            host,
+            "/api/videos/%2e%2e/admin",
+            &usr,
+            Effect::Deny,
+            "default",
+        ),
         ("GET", host, "/api/me", &anon, Effect::Deny, "default"),
         ("GET", host, "/api/me", &usr, Effect::Allow, "me"),
-        ("GET", host, "/api/special", &seven, Effect::Allow, "one-user"),
+        (
+            "GET",
+            host,
+            "/api/special",
+            &seven,
+            Effect::Allow,
+            "one-user",
+        ),
         ("GET", host, "/api/special", &app, Effect::Allow, "one-user"),
         ("GET", host, "/api/special", &usr, Effect::Deny, "default"),
         // Deny overrides allow, whatever the order of the rules.
         ("GET", host, "/healthz", &banned, Effect::Deny, "banned"),
-        ("DELETE", host, "/api/videos/1", &admin, Effect::Deny, "no-delete"),
+        (
+            "DELETE",
+            host,
+            "/api/videos/1",
+            &admin,
+            Effect::Deny,
+            "no-delete",
+        ),
         // Audit and dry-run rules never decide.
         ("GET", host, "/api/export", &usr, Effect::Deny, "default"),
-        ("GET", host, "/api/videos/trial", &usr, Effect::Allow, "videos-read"),
+        (
+            "GET",
+            host,
+            "/api/videos/trial",
+            &usr,
+            Effect::Allow,
+            "videos-read",
+        ),
     ];
     for (method, host, path, principal, effect, rule) in cases {
         let d = run(method, host, path, principal);
@@ -124,7 +208,10 @@ fn audit_and_dry_run_are_observed() {
     let d = run("GET", "api.example.com", "/api/videos/trial", &usr);
     assert_eq!(d.observed, vec![("trial-block".to_string(), Effect::Deny)]);
     let d = run("GET", "h", "/api/export", &usr);
-    assert_eq!(d.observed, vec![("watch-exports".to_string(), Effect::Allow)]);
+    assert_eq!(
+        d.observed,
+        vec![("watch-exports".to_string(), Effect::Allow)]
+    );
 }
 
 #[test]
@@ -178,8 +265,16 @@ rules:
     let err = Policy::parse("policy.yaml", text).unwrap_err();
     let errors = err.errors();
     assert_eq!(errors.len(), 4, "{errors:#?}");
-    assert!(errors[0].starts_with("policy.yaml:4: rules[0].to.paths"), "{}", errors[0]);
-    assert!(errors[1].starts_with("policy.yaml:5: rules[1].name"), "{}", errors[1]);
+    assert!(
+        errors[0].starts_with("policy.yaml:4: rules[0].to.paths"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with("policy.yaml:5: rules[1].name"),
+        "{}",
+        errors[1]
+    );
     assert!(errors[1].contains("duplicate"), "{}", errors[1]);
     assert!(errors[2].starts_with("policy.yaml:6:"), "{}", errors[2]);
     assert!(errors[3].starts_with("policy.yaml:9:"), "{}", errors[3]);
