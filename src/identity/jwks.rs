@@ -52,6 +52,18 @@ pub enum FetchError {
     Invalid(String),
 }
 
+/// While no key set was ever loaded, request-driven fetches are spaced by this, so
+/// a JWKS outage at start does not turn every request into a fetch.
+const NO_KEYS_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct RefetchTimes {
+    /// The last unknown-`kid` refetch (rate-limited by `min_refetch`).
+    kid: Option<Instant>,
+    /// The last request-driven attempt of any kind.
+    any: Option<Instant>,
+}
+
 /// The key set of one issuer, fetched from `uri`.
 pub struct JwksCache {
     issuer: String,
@@ -59,8 +71,8 @@ pub struct JwksCache {
     timing: JwksTiming,
     client: reqwest::Client,
     keys: ArcSwapOption<KeySet>,
-    /// Serializes fetches; holds when the last unknown-`kid` refetch happened.
-    refetch: Mutex<Option<Instant>>,
+    /// Serializes request-driven fetches and remembers when they happened.
+    refetch: Mutex<RefetchTimes>,
     metrics: Arc<Metrics>,
 }
 
@@ -80,7 +92,7 @@ impl JwksCache {
             timing,
             client,
             keys: ArcSwapOption::empty(),
-            refetch: Mutex::new(None),
+            refetch: Mutex::new(RefetchTimes::default()),
             metrics,
         })
     }
@@ -127,17 +139,24 @@ impl JwksCache {
         if known(&before) {
             return before;
         }
-        let mut last = self.refetch.lock().await;
+        let mut times = self.refetch.lock().await;
         let now = self.current();
         if known(&now) {
             return now;
         }
-        // With no keys at all, always try; otherwise respect the refetch interval.
-        let too_soon = last.is_some_and(|at| at.elapsed() < self.timing.min_refetch);
-        if now.is_some() && too_soon {
-            return now;
+        let recently =
+            |at: Option<Instant>, interval: Duration| at.is_some_and(|at| at.elapsed() < interval);
+        if now.is_some() {
+            // An unknown kid: at most one refetch per `min_refetch`.
+            if recently(times.kid, self.timing.min_refetch) {
+                return now;
+            }
+            times.kid = Some(Instant::now());
+        } else if recently(times.any, NO_KEYS_RETRY) {
+            // Never loaded and just tried: the endpoint is down, answer at once.
+            return None;
         }
-        *last = Some(Instant::now());
+        times.any = Some(Instant::now());
         let _ = self.fetch_and_store().await;
         self.current()
     }
