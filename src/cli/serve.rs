@@ -52,9 +52,12 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Install the signal handlers before anything is served, so a SIGTERM that
+        // arrives right after start is a graceful stop, not the default kill.
+        let shutdown = shutdown_signal()?;
         let server = Server::bind(&config).await?;
         tracing::info!(grpc = %server.grpc_addr(), http = %server.http_addr(), "portcullis serving");
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         tracing::info!("portcullis stopped");
         Ok(ExitCode::SUCCESS)
     })
@@ -79,25 +82,22 @@ fn print_dev_banner(setup: &dev::DevSetup) {
     println!("  try: curl -H \"Authorization: Bearer $USER_TOKEN\" through Envoy (see mesh/quickstart/README.md)");
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGTERM and Ctrl-C now; the returned future completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the SIGINT handler")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }
