@@ -3,6 +3,7 @@
 //! deny. Both adapters (gRPC ext_authz and HTTP `/check`) only translate it.
 
 use crate::config::{ContextField, HeadersConfig};
+use crate::policy::{Decision, Effect};
 use crate::principal::Principal;
 use crate::request::AuthzRequest;
 use serde_json::Value;
@@ -92,6 +93,38 @@ impl Answer {
             status: kind.status(),
             headers,
             body: body.to_string(),
+        }
+    }
+
+    /// The answer to a policy decision: allow with the context headers, or 401 for
+    /// an anonymous principal (credentials could help), 403 otherwise.
+    pub fn for_decision(
+        decision: &Decision,
+        config: &HeadersConfig,
+        request: &AuthzRequest,
+        principal: &Principal,
+        request_id: &RequestId,
+    ) -> Answer {
+        match (decision.effect, principal) {
+            (Effect::Allow, _) => Answer::allow(config, request, principal, request_id),
+            (Effect::Deny, Principal::Anonymous) => Answer::deny(
+                DenyKind::MissingCredentials,
+                "authentication is required for this resource",
+                &request_id.value,
+            ),
+            (Effect::Deny, _) => Answer::deny(
+                DenyKind::Forbidden,
+                &format!("access denied: {}", decision.reason),
+                &request_id.value,
+            ),
+        }
+    }
+
+    /// The HTTP status the client gets: 200 for an allow.
+    pub fn status(&self) -> u16 {
+        match self {
+            Answer::Allow { .. } => 200,
+            Answer::Deny { status, .. } => *status,
         }
     }
 

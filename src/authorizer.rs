@@ -6,7 +6,7 @@ use crate::answer::{Answer, DenyKind, RequestId};
 use crate::config::HeadersConfig;
 use crate::identity::{Authentication, Authenticator, TokenError};
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::policy::{decide, Context, Effect, NormalizedPath, Policy};
+use crate::policy::{decide, Context, NormalizedPath, Policy};
 use crate::principal::{Principal, User};
 use crate::request::AuthzRequest;
 use arc_swap::ArcSwap;
@@ -119,8 +119,7 @@ impl Authorizer {
         let decision = decide(
             &policy,
             &Context {
-                method: &request.method,
-                host: &request.host,
+                request,
                 path: &path,
                 principal: &principal,
             },
@@ -137,19 +136,8 @@ impl Authorizer {
                 })
                 .inc();
         }
-        let answer = match (decision.effect, &principal) {
-            (Effect::Allow, _) => Answer::allow(&self.headers, request, &principal, request_id),
-            (Effect::Deny, Principal::Anonymous) => Answer::deny(
-                DenyKind::MissingCredentials,
-                "authentication is required for this resource",
-                rid,
-            ),
-            (Effect::Deny, _) => Answer::deny(
-                DenyKind::Forbidden,
-                &format!("access denied: {}", decision.reason),
-                rid,
-            ),
-        };
+        let answer =
+            Answer::for_decision(&decision, &self.headers, request, &principal, request_id);
         (answer, decision.rule_name().to_owned(), principal.kind())
     }
 }

@@ -8,16 +8,19 @@
 mod admin_api;
 pub mod answer;
 pub mod authorizer;
+pub mod ca;
 pub mod config;
 pub mod ext_authz;
 mod http;
 pub mod identity;
 pub mod metrics;
+pub mod offline;
 pub mod policy;
 pub mod principal;
 pub mod request;
 pub mod server;
 mod status;
+pub mod tls;
 mod yaml;
 
 pub use admin_api::pb as admin_pb;

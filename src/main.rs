@@ -41,6 +41,170 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Policy tools: run test cases, explain a decision.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The mesh's SPIFFE certificate authority (SPEC §10).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Service certificates (X509-SVIDs): issue, inspect, renew.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Service tokens (JWT-SVID shaped, ES256) and their public keys.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the root CA (ECDSA P-256, 10 years, URI SAN spiffe://TRUST-DOMAIN)
+    /// and the trust bundle DIR/bundle.pem.
+    Init {
+        /// The mesh's SPIFFE trust domain.
+        #[arg(long, default_value = "example.org")]
+        trust_domain: String,
+        /// Where the CA lives (DIR/ca/, DIR/bundle.pem).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Replace an existing CA (everything it issued stops verifying).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create (or replace) the intermediate CA (pathlen 0) signed by the root; it
+    /// then signs every new service certificate.
+    Intermediate {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Lifetime, e.g. 2y, 365d.
+        #[arg(long, default_value = "2y")]
+        ttl: portcullis::ca::Ttl,
+        /// Also write Istio's plug-in CA files (ca-cert.pem, ca-key.pem,
+        /// root-cert.pem, cert-chain.pem) here and print the kubectl command.
+        #[arg(long)]
+        istio_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Issue an X509-SVID: OUT/cert.pem, chain.pem, key.pem (0600), bundle.pem.
+    Issue {
+        /// The Kubernetes service account: spiffe://TD/ns/NAMESPACE/sa/NAME.
+        #[arg(
+            long,
+            required_unless_present = "spiffe_id",
+            conflicts_with = "spiffe_id"
+        )]
+        service: Option<String>,
+        /// The namespace of --service.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// A full SPIFFE ID in the CA's trust domain, instead of --service.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// An extra DNS SAN (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Lifetime, e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: portcullis::ca::Ttl,
+        /// Output directory [default: DIR/NAME, NAME the service account or the
+        /// ID's last path segment].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the CA lives.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+    /// Summarize a certificate and check it: SPIFFE X509-SVID rules, validity, and
+    /// the chain to the trust bundle. Exit 1 when any check fails.
+    Inspect {
+        /// A PEM certificate (cert.pem or chain.pem: the leaf first).
+        file: PathBuf,
+        /// The trust bundle [default: bundle.pem beside FILE, else certs/bundle.pem].
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// The expected trust domain [default: the bundle root's].
+        #[arg(long)]
+        trust_domain: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-issue OUT's certificate (same identity, new key) once the given share of
+    /// its lifetime has passed; keep it otherwise. Files are replaced atomically.
+    Renew {
+        /// The directory of an issued certificate (holding cert.pem).
+        #[arg(long)]
+        out: PathBuf,
+        /// Renew once this share of the lifetime has passed.
+        #[arg(long, default_value = "50%")]
+        if_within: portcullis::ca::RenewThreshold,
+        /// New lifetime [default: the current certificate's].
+        #[arg(long)]
+        ttl: Option<portcullis::ca::Ttl>,
+        /// Where the CA lives.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a service token for spiffe://TD/ns/NAMESPACE/sa/SERVICE, signed with
+    /// DIR/tokens/signing-key.pem (created on first use).
+    Issue {
+        #[arg(long)]
+        service: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// An audience (repeatable) [default: spiffe://TD].
+        #[arg(long = "audience", value_name = "AUD")]
+        audiences: Vec<String>,
+        /// Lifetime, e.g. 15m, 1h.
+        #[arg(long, default_value = "15m")]
+        ttl: portcullis::ca::Ttl,
+        /// Where the CA and the token key live.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+    /// Print the public JWKS of the token signer (also kept in DIR/tokens/jwks.json).
+    Jwks {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run policy test cases (YAML: request + principal -> expected decision,
+    /// status, rule, headers); prints `N passed, M failed`, exits 1 on a failure.
+    Test {
+        /// Test files (see mesh/quickstart/policy_test.yaml).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Decide one request (JSON or YAML: method, path, host, headers, principal)
+    /// offline and print how every rule fared.
+    Explain {
+        /// The request file.
+        #[arg(long)]
+        request: PathBuf,
+        /// The policy file (default: the config's policy, else ./policy.yaml).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// A portcullis.yaml whose headers, trust domain and policy apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,8 +243,88 @@ fn init_logging(format: LogFormat) {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => cli::serve::serve(config),
+        Command::Policy {
+            command: PolicyCommand::Test { files },
+        } => cli::policy::test(&files),
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    request,
+                    policy,
+                    config,
+                },
+        } => cli::policy::explain(&request, policy.as_deref(), config.as_deref()),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => Ok(cli::serve::check(&config)),
+        Command::Ca {
+            command:
+                CaCommand::Init {
+                    trust_domain,
+                    dir,
+                    force,
+                },
+        } => cli::ca::init(&trust_domain, &dir, force),
+        Command::Ca {
+            command:
+                CaCommand::Intermediate {
+                    dir,
+                    ttl,
+                    istio_dir,
+                },
+        } => cli::ca::intermediate(&dir, ttl, istio_dir.as_deref()),
+        Command::Cert {
+            command:
+                CertCommand::Issue {
+                    service,
+                    namespace,
+                    spiffe_id,
+                    dns,
+                    ttl,
+                    out,
+                    dir,
+                },
+        } => cli::ca::issue(
+            cli::ca::Subject {
+                service,
+                namespace,
+                spiffe_id,
+            },
+            dns,
+            ttl,
+            out,
+            &dir,
+        ),
+        Command::Cert {
+            command:
+                CertCommand::Inspect {
+                    file,
+                    bundle,
+                    trust_domain,
+                    json,
+                },
+        } => cli::ca::inspect(&file, bundle, trust_domain.as_deref(), json),
+        Command::Cert {
+            command:
+                CertCommand::Renew {
+                    out,
+                    if_within,
+                    ttl,
+                    dir,
+                },
+        } => cli::ca::renew(&out, if_within, ttl, &dir),
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    service,
+                    namespace,
+                    audiences,
+                    ttl,
+                    dir,
+                },
+        } => cli::token::issue(&service, &namespace, audiences, ttl, &dir),
+        Command::Token {
+            command: TokenCommand::Jwks { dir },
+        } => cli::token::jwks(&dir),
     }
 }

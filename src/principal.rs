@@ -10,6 +10,10 @@ pub enum Principal {
     Anonymous,
     /// An end user, from a token of a `kind: user` issuer.
     User(User),
+    /// A workload: from its mTLS certificate or a service token (SPEC §4).
+    Service(Service),
+    /// A verified webhook sender (a Svix signature), by configured name.
+    Webhook(Webhook),
 }
 
 impl Principal {
@@ -18,15 +22,67 @@ impl Principal {
         match self {
             Principal::Anonymous => "anonymous",
             Principal::User(_) => "user",
+            Principal::Service(_) => "service",
+            Principal::Webhook(_) => "webhook",
         }
     }
 
     pub fn user(&self) -> Option<&User> {
         match self {
             Principal::User(user) => Some(user),
-            Principal::Anonymous => None,
+            _ => None,
         }
     }
+
+    pub fn service(&self) -> Option<&Service> {
+        match self {
+            Principal::Service(service) => Some(service),
+            _ => None,
+        }
+    }
+}
+
+/// A calling workload, identified by its SPIFFE ID.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Service {
+    /// The whole SPIFFE ID, e.g. `spiffe://example.org/ns/default/sa/videos`.
+    pub spiffe_id: String,
+    /// `NAME` of the `/ns/NS/sa/NAME` form, when the ID has it.
+    pub name: Option<String>,
+    /// `NS` of the `/ns/NS/sa/NAME` form, when the ID has it.
+    pub namespace: Option<String>,
+    /// True when the identity comes from an mTLS peer certificate (not a token).
+    pub mtls: bool,
+}
+
+impl Service {
+    /// A service principal from a SPIFFE ID string, reading the Kubernetes-style
+    /// `/ns/NS/sa/NAME` path when present.
+    pub fn from_spiffe_id(spiffe_id: &str, mtls: bool) -> Self {
+        let path = spiffe_id
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(_, path)| path)
+            .unwrap_or("");
+        let segments: Vec<&str> = path.split('/').collect();
+        let (namespace, name) = match segments.as_slice() {
+            ["ns", ns, "sa", sa] => (Some((*ns).to_owned()), Some((*sa).to_owned())),
+            _ => (None, None),
+        };
+        Self {
+            spiffe_id: spiffe_id.to_owned(),
+            name,
+            namespace,
+            mtls,
+        }
+    }
+}
+
+/// A webhook sender whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// The configured webhook name, e.g. `clerk`.
+    pub name: String,
 }
 
 /// A verified end user: the token's claims and the user directory's fields.
@@ -54,6 +110,16 @@ impl User {
             subject: subject.to_owned(),
             claims,
             fields,
+        }
+    }
+
+    /// The user's permissions: `user.permissions` as a list, or as one string of
+    /// space- or comma-separated permissions (the OAuth `scope` style).
+    pub fn permissions(&self) -> Vec<&str> {
+        match self.fields.get("permissions") {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            Some(Value::String(s)) => s.split([' ', ',']).filter(|p| !p.is_empty()).collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@ use crate::config::{Config, IssuerConfig, KeySpec};
 use crate::ext_authz::ExtAuthz;
 use crate::identity::{jwks::JwksCache, Authenticator, Issuer, KeySource, TokenCache};
 use crate::metrics::Metrics;
+use crate::tls::TlsAcceptor;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC listener TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A server with its listeners bound, ready to run.
@@ -38,6 +41,8 @@ pub struct Server {
     grpc: TcpListener,
     http: TcpListener,
     authorizer: Arc<Authorizer>,
+    /// TLS on the gRPC listener (`server.tls`), reloaded when its files change.
+    tls: Option<Arc<TlsAcceptor>>,
     refreshers: Vec<JoinHandle<()>>,
 }
 
@@ -59,6 +64,10 @@ impl Server {
             })?;
         let metrics = Arc::new(Metrics::default());
         let mut refreshers = Vec::new();
+        let tls = config.tls.as_ref().map(TlsAcceptor::new).transpose()?;
+        if let Some(tls) = &tls {
+            refreshers.push(tls.spawn_reloader(crate::tls::RELOAD_INTERVAL));
+        }
         let issuers = config
             .issuers
             .iter()
@@ -87,6 +96,7 @@ impl Server {
             grpc,
             http,
             authorizer,
+            tls,
             refreshers,
         })
     }
@@ -136,11 +146,20 @@ impl Server {
             ))))
             .add_service(AdminServer::new(AdminApi::new(Arc::clone(
                 &self.authorizer,
-            ))))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
-                stopped(stop_rx.clone()),
-            );
+            ))));
+        let grpc: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > =
+            match &self.tls {
+                Some(tls) => Box::pin(grpc.serve_with_incoming_shutdown(
+                    tls.incoming(self.grpc),
+                    stopped(stop_rx.clone()),
+                )),
+                None => Box::pin(grpc.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(self.grpc),
+                    stopped(stop_rx.clone()),
+                )),
+            };
         let http = axum::serve(self.http, crate::http::router(Arc::clone(&self.authorizer)))
             .with_graceful_shutdown(stopped(stop_rx));
         let (grpc, http) = tokio::join!(grpc, http);

@@ -11,7 +11,7 @@ use crate::identity::{
     claims::ClaimRules, jwks::JwksTiming, keys::KeySet, keys::VerificationKey, Algorithm,
     Credential, IssuerKind,
 };
-use crate::policy::Policy;
+use crate::policy::{LoadOptions, Policy};
 use crate::yaml::{line_of, render, Key};
 use raw::{RawConfig, RawCredential, RawIssuer, RawIssuerKind};
 use std::net::SocketAddr;
@@ -46,6 +46,8 @@ impl Error {
 pub struct Config {
     pub grpc_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// TLS on the gRPC listener; `None`: plaintext (h2c).
+    pub tls: Option<TlsConfig>,
     pub trust_domain: String,
     pub issuers: Vec<IssuerConfig>,
     pub headers: HeadersConfig,
@@ -53,6 +55,21 @@ pub struct Config {
     pub policy_file: Option<PathBuf>,
     /// The policy as loaded at validation.
     pub policy: Arc<Policy>,
+    /// What the policy is checked against (also on reload).
+    pub policy_options: LoadOptions,
+}
+
+/// `server.tls`: the files of the gRPC listener's TLS identity, absolute or
+/// relative to the working directory (the config's own relative paths are
+/// resolved against its directory). Checked to load at validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first (e.g. `certs/portcullis/chain.pem`).
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// Roots that client certificates must chain to; `Some` requires one (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One validated issuer; keys from files and secrets are already loaded.
@@ -80,6 +97,23 @@ pub struct HeadersConfig {
     /// Header name → context field, set on requests with a user principal.
     pub user: Vec<(String, ContextField)>,
     pub request_id: String,
+}
+
+impl Default for HeadersConfig {
+    /// SPEC §3's defaults: strip `x-user-`, `x-service-`, `x-portcullis-`; set
+    /// `x-user-id` and `x-user-role`; keep or make `x-request-id`.
+    fn default() -> Self {
+        Self {
+            strip_prefixes: ["x-user-", "x-service-", "x-portcullis-"]
+                .map(String::from)
+                .to_vec(),
+            user: vec![
+                ("x-user-id".into(), ContextField::User("id".into())),
+                ("x-user-role".into(), ContextField::User("role".into())),
+            ],
+            request_id: "x-request-id".into(),
+        }
+    }
 }
 
 /// A value of the verified context, named in `headers.user` as `user.<field>` or
@@ -160,22 +194,20 @@ impl Config {
                 );
             }
         }
-        if raw.server.tls.is_some() {
-            v.error(
-                &[Key::field("server"), Key::field("tls")],
-                "TLS on the gRPC listener is not supported by this version of portcullis; remove `server.tls` (terminate TLS in the sidecar)".into(),
-            );
-        }
+        let tls = raw.server.tls.as_ref().and_then(|tls| v.tls(tls, base));
         if raw.server.grpc_listen == raw.server.http_listen && raw.server.grpc_listen.port() != 0 {
             v.error(
                 &[Key::field("server"), Key::field("http_listen")],
                 "grpc_listen and http_listen must differ".into(),
             );
         }
+        let policy_options = LoadOptions {
+            trust_domain: raw.trust_domain.clone(),
+        };
         let (policy_file, policy) = match (&raw.policy, embedded_policy) {
             (Some(p), _) => {
                 let path = base.join(p);
-                match Policy::load(&path) {
+                match Policy::load(&path, &policy_options) {
                     Ok(policy) => (Some(path), Some(policy)),
                     Err(e) => {
                         v.errors.extend(e.errors());
@@ -183,7 +215,7 @@ impl Config {
                     }
                 }
             }
-            (None, Some(text)) => match Policy::parse("<embedded policy>", text) {
+            (None, Some(text)) => match Policy::parse("<embedded policy>", text, &policy_options) {
                 Ok(policy) => (None, Some(policy)),
                 Err(e) => {
                     v.errors.extend(e.errors());
@@ -202,11 +234,13 @@ impl Config {
             (true, Some(policy)) => Ok(Config {
                 grpc_listen: raw.server.grpc_listen,
                 http_listen: raw.server.http_listen,
+                tls,
                 trust_domain: raw.trust_domain,
                 issuers,
                 headers,
                 policy_file,
                 policy: Arc::new(policy),
+                policy_options,
             }),
             _ => Err(Error::Invalid(v.errors)),
         }
@@ -401,6 +435,41 @@ impl Validator<'_> {
             credentials,
             keys,
         })
+    }
+
+    /// `server.tls`: every file readable, and together a usable TLS identity.
+    fn tls(&mut self, raw: &raw::RawTls, base: &Path) -> Option<TlsConfig> {
+        let at = |key: &str| [Key::field("server"), Key::field("tls"), Key::field(key)];
+        let config = TlsConfig {
+            cert: base.join(&raw.cert),
+            key: base.join(&raw.key),
+            client_ca: raw.client_ca.as_ref().map(|ca| base.join(ca)),
+        };
+        let mut readable = true;
+        for (key, path) in [
+            ("cert", Some(&config.cert)),
+            ("key", Some(&config.key)),
+            ("client_ca", config.client_ca.as_ref()),
+        ] {
+            if let Some(Err(e)) = path.map(std::fs::metadata) {
+                readable = false;
+                let path = path.map(|p| p.display().to_string()).unwrap_or_default();
+                self.error(
+                    &at(key),
+                    format!("cannot read {path}: {e} (issue one with `portcullis cert issue`)"),
+                );
+            }
+        }
+        if !readable {
+            return None;
+        }
+        match crate::tls::server_config(&config) {
+            Ok(_) => Some(config),
+            Err(e) => {
+                self.error(&at(e.key()), e.to_string());
+                None
+            }
+        }
     }
 
     fn duration(&mut self, path: &[Key], text: &Option<String>, default: Duration) -> Duration {

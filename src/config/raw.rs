@@ -38,7 +38,19 @@ pub struct RawServer {
     pub grpc_listen: SocketAddr,
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
-    pub tls: Option<serde_yaml_ng::Value>,
+    pub tls: Option<RawTls>,
+}
+
+/// `server.tls`: TLS on the gRPC listener. Paths are relative to the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The server certificate chain (PEM: leaf first).
+    pub cert: String,
+    /// Its private key (PEM).
+    pub key: String,
+    /// When set, clients must present a certificate chaining to these roots.
+    pub client_ca: Option<String>,
 }
 
 impl Default for RawServer {

@@ -9,11 +9,13 @@ pub mod issuer;
 pub mod jwks;
 pub mod jws;
 pub mod keys;
+pub mod spiffe;
 pub mod token_cache;
 
 pub use algorithm::Algorithm;
 pub use error::TokenError;
 pub use issuer::{Credential, Issuer, IssuerKind, KeySource};
+pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use token_cache::{TokenCache, VerifiedToken};
 
 use crate::metrics::Metrics;

@@ -1,8 +1,9 @@
 //! Policy files: YAML → raw rules → validated, compiled [`Policy`]. Every problem
 //! is reported at once, each with `file:line` and what to change.
 
-use super::pattern::{HostPattern, Method, PathPattern};
-use super::{Action, Effect, Policy, Rule, Source, Target, UserMatch};
+use super::condition::Condition;
+use super::pattern::{HostPattern, Method, PathPattern, SpiffePattern};
+use super::{Action, Effect, Policy, Rule, Source, SourceMatch, Target, UserMatch};
 use crate::yaml::{line_of, render, Key};
 use serde::Deserialize;
 use std::{fmt, path::Path};
@@ -20,6 +21,21 @@ impl fmt::Display for PolicyError {
         match self.line {
             Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
             None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// What a policy is checked against while loading.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `services` patterns must name this SPIFFE trust domain.
+    pub trust_domain: String,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            trust_domain: "example.org".into(),
         }
     }
 }
@@ -182,7 +198,13 @@ impl<'de> Deserialize<'de> for RawSource {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSourceMap {
-    users: RawUsers,
+    users: Option<RawUsers>,
+    #[serde(default)]
+    services: Vec<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default)]
+    webhooks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -191,6 +213,8 @@ struct RawUsers {
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default)]
     ids: Vec<String>,
     #[serde(default)]
     issuers: Vec<String>,
@@ -198,16 +222,16 @@ struct RawUsers {
 
 impl Policy {
     /// Loads and compiles a policy file.
-    pub fn load(path: &Path) -> Result<Policy, LoadError> {
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Policy, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read {
             file: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Policy::parse(&path.display().to_string(), &text)
+        Policy::parse(&path.display().to_string(), &text, options)
     }
 
     /// Parses and compiles policy text; `file` names it in errors.
-    pub fn parse(file: &str, text: &str) -> Result<Policy, LoadError> {
+    pub fn parse(file: &str, text: &str, options: &LoadOptions) -> Result<Policy, LoadError> {
         let raw: RawPolicy = serde_yaml_ng::from_str(text).map_err(|e| {
             LoadError::Invalid(vec![PolicyError {
                 file: file.to_owned(),
@@ -240,13 +264,7 @@ impl Policy {
                 );
             }
             seen.push(&rule.name);
-            if rule.when.is_some() {
-                problem(
-                    &[Key::field("when")],
-                    "`when` conditions are not supported by this version of portcullis; express the rule with `to`/`from`".into(),
-                );
-            }
-            match compile_rule(rule) {
+            match compile_rule(rule, options) {
                 Ok(compiled) => rules.push(compiled),
                 Err(problems) => {
                     for (keys, message) in problems {
@@ -258,13 +276,11 @@ impl Policy {
         if !errors.is_empty() {
             return Err(LoadError::Invalid(errors));
         }
-        Ok(Policy {
-            default: match raw.default {
-                RawEffect::Allow => Effect::Allow,
-                RawEffect::Deny => Effect::Deny,
-            },
-            rules,
-        })
+        let default = match raw.default {
+            RawEffect::Allow => Effect::Allow,
+            RawEffect::Deny => Effect::Deny,
+        };
+        Ok(Policy::new(default, rules))
     }
 }
 
@@ -280,7 +296,7 @@ fn with_flow_hint(message: String) -> String {
 
 type Problems = Vec<(Vec<Key>, String)>;
 
-fn compile_rule(raw: &RawRule) -> Result<Rule, Problems> {
+fn compile_rule(raw: &RawRule, options: &LoadOptions) -> Result<Rule, Problems> {
     let mut problems: Problems = Vec::new();
     let mut to = Vec::new();
     let targets = raw.to.as_ref().map(OneOrMany::entries).unwrap_or_default();
@@ -314,22 +330,87 @@ fn compile_rule(raw: &RawRule) -> Result<Rule, Problems> {
         }
         to.push(compiled);
     }
-    let from = raw
+    let sources = raw
         .from
         .as_ref()
         .map(OneOrMany::entries)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|source| match source {
-            RawSource::Anyone => Source::Anyone,
-            RawSource::Authenticated => Source::Authenticated,
-            RawSource::Map(map) => Source::Users(UserMatch {
-                roles: map.users.roles.clone(),
-                ids: map.users.ids.clone(),
-                issuers: map.users.issuers.clone(),
+        .unwrap_or_default();
+    let mut from = Vec::with_capacity(sources.len());
+    for (i, source) in sources.into_iter().enumerate() {
+        let at = |field: &str| {
+            let mut keys = vec![Key::field("from")];
+            if matches!(raw.from, Some(OneOrMany::Many(_))) {
+                keys.push(Key::Index(i));
+            }
+            keys.push(Key::field(field));
+            keys
+        };
+        let map = match source {
+            RawSource::Anyone => {
+                from.push(Source::Anyone);
+                continue;
+            }
+            RawSource::Authenticated => {
+                from.push(Source::Authenticated);
+                continue;
+            }
+            RawSource::Map(map) => map,
+        };
+        let empty = map.users.is_none()
+            && map.services.is_empty()
+            && map.namespaces.is_empty()
+            && map.webhooks.is_empty();
+        if empty {
+            problems.push((
+                vec![Key::field("from")],
+                "an empty `from` entry matches nobody: name users, services, namespaces or webhooks (or write `anyone`)".into(),
+            ));
+            continue;
+        }
+        let mut services = Vec::new();
+        for pattern in &map.services {
+            match SpiffePattern::parse(pattern, &options.trust_domain) {
+                Ok(p) => services.push(p),
+                Err(e) => problems.push((at("services"), e.to_string())),
+            }
+        }
+        from.push(Source::Match(SourceMatch {
+            users: map.users.as_ref().map(|u| UserMatch {
+                roles: u.roles.clone(),
+                permissions: u.permissions.clone(),
+                ids: u.ids.clone(),
+                issuers: u.issuers.clone(),
             }),
-        })
-        .collect();
+            services,
+            namespaces: map.namespaces.clone(),
+            webhooks: map.webhooks.clone(),
+        }));
+    }
+    let when = match &raw.when {
+        None => None,
+        Some(source) => match Condition::compile(source) {
+            Ok(condition) => {
+                let captured: Vec<&str> = to
+                    .iter()
+                    .flat_map(|t: &Target| t.paths.iter())
+                    .flat_map(PathPattern::captures)
+                    .collect();
+                for param in condition.params() {
+                    if !captured.contains(&param.as_str()) {
+                        problems.push((
+                            vec![Key::field("when")],
+                            format!("`params.{param}` is never captured: add a `{{{param}}}` segment to one of this rule's paths"),
+                        ));
+                    }
+                }
+                Some(condition)
+            }
+            Err(e) => {
+                problems.push((vec![Key::field("when")], e));
+                None
+            }
+        },
+    };
     if raw.forward_user && matches!(raw.action, RawAction::Deny | RawAction::Audit) {
         problems.push((
             vec![Key::field("forward_user")],
@@ -348,6 +429,7 @@ fn compile_rule(raw: &RawRule) -> Result<Rule, Problems> {
         },
         to,
         from,
+        when,
         dry_run: raw.dry_run,
         forward_user: raw.forward_user,
     })

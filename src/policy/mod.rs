@@ -1,20 +1,26 @@
 //! The policy engine (SPEC §7): parse, validate, compile, evaluate.
 //!
 //! Evaluation is Istio's: any matching `deny` rule denies; otherwise any matching
-//! `allow` rule allows; otherwise the default. Rule order never changes the result.
-//! This room is pure and synchronous — no I/O, no tonic, no tokio: everything a
-//! decision needs (verified claims, the user's fields) is resolved before
+//! `allow` rule allows; otherwise the default. Rule order never changes the
+//! outcome. A `when` that fails to evaluate denies (fail closed). This room is pure
+//! and synchronous — no I/O, no tonic, no tokio: everything a decision needs
+//! (verified claims, the user's fields, the caller's SPIFFE ID) is resolved before
 //! [`decide`] runs.
 
+mod condition;
+mod index;
 mod load;
 pub mod path;
 pub mod pattern;
 
-pub use load::{LoadError, PolicyError};
+pub use condition::{Condition, Verdict};
+pub use load::{LoadError, LoadOptions, PolicyError};
 pub use path::{NormalizedPath, PathError};
 
 use crate::principal::Principal;
-use pattern::{HostPattern, Method, PathPattern};
+use crate::request::AuthzRequest;
+use index::RuleIndex;
+use pattern::{HostPattern, Method, PathPattern, SpiffePattern};
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +29,16 @@ pub enum Action {
     Deny,
     /// Only logged: never changes the decision.
     Audit,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Audit => "audit",
+        }
+    }
 }
 
 /// The outcome of a decision.
@@ -42,14 +58,15 @@ impl Effect {
 }
 
 /// A compiled policy: immutable, shared behind an `Arc`, swapped whole on reload.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Policy {
     default: Effect,
     rules: Vec<Rule>,
+    index: RuleIndex,
 }
 
 /// One compiled rule.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Rule {
     pub name: String,
     pub action: Action,
@@ -57,6 +74,7 @@ pub struct Rule {
     pub to: Vec<Target>,
     /// Alternatives: any may match. Empty: anyone.
     pub from: Vec<Source>,
+    pub when: Option<Condition>,
     pub dry_run: bool,
     pub forward_user: bool,
 }
@@ -75,14 +93,24 @@ pub enum Source {
     Anyone,
     /// Any principal but `anonymous`.
     Authenticated,
-    /// A user principal; every non-empty list must match.
-    Users(UserMatch),
+    /// A map entry; every key given must match.
+    Match(SourceMatch),
 }
 
-/// `from: { users: {...} }`.
+/// `from: { users: {...}, services: [...], namespaces: [...], webhooks: [...] }`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceMatch {
+    pub users: Option<UserMatch>,
+    pub services: Vec<SpiffePattern>,
+    pub namespaces: Vec<String>,
+    pub webhooks: Vec<String>,
+}
+
+/// `users: {...}`: every non-empty list must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UserMatch {
     pub roles: Vec<String>,
+    pub permissions: Vec<String>,
     pub ids: Vec<String>,
     pub issuers: Vec<String>,
 }
@@ -91,8 +119,7 @@ pub struct UserMatch {
 /// resolved principal.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
-    pub method: &'a str,
-    pub host: &'a str,
+    pub request: &'a AuthzRequest,
     pub path: &'a NormalizedPath,
     pub principal: &'a Principal,
 }
@@ -103,6 +130,8 @@ pub struct Decision {
     pub effect: Effect,
     /// The deciding rule; `None` when the default decided.
     pub rule: Option<String>,
+    /// The principal kind (`anonymous`, `user`, `service`, `webhook`).
+    pub principal: &'static str,
     /// A short human reason (logged, and the message of a 403).
     pub reason: String,
     /// `{name}` captures of the deciding rule's path.
@@ -120,15 +149,33 @@ impl Decision {
     }
 }
 
-impl Policy {
-    /// A policy with no rules: everything gets `default`.
-    pub fn empty(default: Effect) -> Self {
-        Self {
-            default,
-            rules: Vec::new(),
-        }
-    }
+/// How one rule fared for one request (for `policy explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request is not one of the rule's `to`.
+    ToMismatch,
+    /// The principal is not one of the rule's `from`.
+    FromMismatch,
+    /// `when` evaluated to false.
+    WhenFalse,
+    /// `when` is about a user (or service) and the principal has none.
+    WhenNotApplicable,
+    /// `when` failed to evaluate: the request is denied.
+    WhenError(String),
+    /// The rule matched.
+    Matched,
+}
 
+/// One line of a decision trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTrace {
+    pub rule: String,
+    pub action: Action,
+    pub dry_run: bool,
+    pub outcome: Outcome,
+}
+
+impl Policy {
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
@@ -136,25 +183,71 @@ impl Policy {
     pub fn default_effect(&self) -> Effect {
         self.default
     }
+
+    fn new(default: Effect, rules: Vec<Rule>) -> Self {
+        let index = RuleIndex::build(&rules);
+        Self {
+            default,
+            rules,
+            index,
+        }
+    }
 }
 
 /// Decides one request. Pure: the same policy and context give the same decision.
+/// Only the rules the index selects for the request's path are looked at.
 pub fn decide(policy: &Policy, ctx: &Context<'_>) -> Decision {
+    let candidates = policy.index.candidates(ctx.path);
+    evaluate(policy, ctx, candidates.map(|i| &policy.rules[i]), None)
+}
+
+/// Decides one request looking at every rule, and reports how each fared.
+pub fn explain(policy: &Policy, ctx: &Context<'_>) -> (Decision, Vec<RuleTrace>) {
+    let mut trace = Vec::with_capacity(policy.rules.len());
+    let decision = evaluate(policy, ctx, policy.rules.iter(), Some(&mut trace));
+    (decision, trace)
+}
+
+fn evaluate<'p>(
+    policy: &'p Policy,
+    ctx: &Context<'_>,
+    rules: impl Iterator<Item = &'p Rule>,
+    mut trace: Option<&mut Vec<RuleTrace>>,
+) -> Decision {
     let mut observed = Vec::new();
     let mut allow: Option<(&Rule, Vec<(String, String)>)> = None;
+    let mut deny: Option<(&Rule, String, Vec<(String, String)>)> = None;
     let mut params = Vec::new();
-    for rule in &policy.rules {
+    for rule in rules {
         params.clear();
-        if !rule.matches(ctx, &mut params) {
-            continue;
+        let outcome = rule.outcome(ctx, &mut params);
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.push(RuleTrace {
+                rule: rule.name.clone(),
+                action: rule.action,
+                dry_run: rule.dry_run,
+                outcome: outcome.clone(),
+            });
         }
-        let effect = match rule.action {
-            Action::Audit => {
+        let effect = match (&outcome, rule.action) {
+            (Outcome::Matched, Action::Audit) => {
                 observed.push((rule.name.clone(), Effect::Allow));
                 continue;
             }
-            Action::Allow => Effect::Allow,
-            Action::Deny => Effect::Deny,
+            (Outcome::Matched, Action::Allow) => Effect::Allow,
+            (Outcome::Matched, Action::Deny) => Effect::Deny,
+            (Outcome::WhenError(e), _) if !rule.dry_run && rule.action != Action::Audit => {
+                // Fail closed: a condition we cannot evaluate never allows.
+                if deny.is_none() {
+                    let reason = format!("the condition of rule '{}' failed: {e}", rule.name);
+                    deny = Some((rule, reason, params.clone()));
+                }
+                if trace.is_none() {
+                    break;
+                }
+                continue;
+            }
+            _ => continue,
         };
         if rule.dry_run {
             observed.push((rule.name.clone(), effect));
@@ -162,23 +255,39 @@ pub fn decide(policy: &Policy, ctx: &Context<'_>) -> Decision {
         }
         match effect {
             Effect::Deny => {
-                return Decision {
-                    effect: Effect::Deny,
-                    rule: Some(rule.name.clone()),
-                    reason: format!("denied by rule '{}'", rule.name),
-                    params: std::mem::take(&mut params),
-                    forward_user: false,
-                    observed,
-                };
+                if deny.is_none() {
+                    deny = Some((
+                        rule,
+                        format!("denied by rule '{}'", rule.name),
+                        params.clone(),
+                    ));
+                }
+                // Without a trace to complete, the first deny decides.
+                if trace.is_none() {
+                    break;
+                }
             }
             Effect::Allow if allow.is_none() => allow = Some((rule, params.clone())),
             Effect::Allow => {}
         }
     }
+    let principal = ctx.principal.kind();
+    if let Some((rule, reason, params)) = deny {
+        return Decision {
+            effect: Effect::Deny,
+            rule: Some(rule.name.clone()),
+            principal,
+            reason,
+            params,
+            forward_user: false,
+            observed,
+        };
+    }
     match allow {
         Some((rule, params)) => Decision {
             effect: Effect::Allow,
             rule: Some(rule.name.clone()),
+            principal,
             reason: format!("allowed by rule '{}'", rule.name),
             params,
             forward_user: rule.forward_user,
@@ -187,6 +296,7 @@ pub fn decide(policy: &Policy, ctx: &Context<'_>) -> Decision {
         None => Decision {
             effect: policy.default,
             rule: None,
+            principal,
             reason: match policy.default {
                 Effect::Deny => "no rule allows this request".to_owned(),
                 Effect::Allow => "allowed by the policy default".to_owned(),
@@ -199,16 +309,27 @@ pub fn decide(policy: &Policy, ctx: &Context<'_>) -> Decision {
 }
 
 impl Rule {
-    fn matches(&self, ctx: &Context<'_>, params: &mut Vec<(String, String)>) -> bool {
-        let to = self.to.is_empty() || self.to.iter().any(|t| t.matches(ctx, params));
-        to && (self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx.principal)))
+    fn outcome(&self, ctx: &Context<'_>, params: &mut Vec<(String, String)>) -> Outcome {
+        if !(self.to.is_empty() || self.to.iter().any(|t| t.matches(ctx, params))) {
+            return Outcome::ToMismatch;
+        }
+        if !(self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx.principal))) {
+            return Outcome::FromMismatch;
+        }
+        match self.when.as_ref().map(|c| c.evaluate(ctx, params)) {
+            None | Some(Verdict::True) => Outcome::Matched,
+            Some(Verdict::False) => Outcome::WhenFalse,
+            Some(Verdict::NotApplicable) => Outcome::WhenNotApplicable,
+            Some(Verdict::Error(e)) => Outcome::WhenError(e),
+        }
     }
 }
 
 impl Target {
     fn matches(&self, ctx: &Context<'_>, params: &mut Vec<(String, String)>) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.matches(ctx.method)))
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(ctx.host)))
+        let request = ctx.request;
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.matches(&request.method)))
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(&request.host)))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(ctx.path, params)))
     }
 }
@@ -218,22 +339,47 @@ impl Source {
         match self {
             Source::Anyone => true,
             Source::Authenticated => !matches!(principal, Principal::Anonymous),
-            Source::Users(want) => {
-                let Some(user) = principal.user() else {
-                    return false;
-                };
-                (want.roles.is_empty() || user.roles().any(|r| want.roles.iter().any(|w| w == r)))
-                    && (want.ids.is_empty() || want.ids.iter().any(|id| user_id(user) == Some(id)))
-                    && (want.issuers.is_empty() || want.issuers.contains(&user.issuer))
-            }
+            Source::Match(m) => m.matches(principal),
         }
     }
 }
 
-fn user_id(user: &crate::principal::User) -> Option<&String> {
-    match user.fields.get("id") {
-        Some(serde_json::Value::String(id)) => Some(id),
-        _ => None,
+impl SourceMatch {
+    fn matches(&self, principal: &Principal) -> bool {
+        let users = self.users.as_ref().is_none_or(|want| {
+            principal.user().is_some_and(|user| {
+                let roles_ok = want.roles.is_empty()
+                    || user.roles().any(|r| want.roles.iter().any(|w| w == r));
+                let permissions = user.permissions();
+                let permissions_ok = want.permissions.is_empty()
+                    || want
+                        .permissions
+                        .iter()
+                        .any(|p| permissions.contains(&p.as_str()));
+                let ids_ok = want.ids.is_empty()
+                    || user
+                        .fields
+                        .get("id")
+                        .and_then(serde_json::Value::as_str)
+                        .is_some_and(|id| want.ids.iter().any(|w| w == id));
+                let issuers_ok = want.issuers.is_empty() || want.issuers.contains(&user.issuer);
+                roles_ok && permissions_ok && ids_ok && issuers_ok
+            })
+        });
+        let wants_service = !self.services.is_empty() || !self.namespaces.is_empty();
+        let services = !wants_service
+            || principal.service().is_some_and(|service| {
+                (self.services.is_empty()
+                    || self.services.iter().any(|p| p.matches(&service.spiffe_id)))
+                    && (self.namespaces.is_empty()
+                        || service
+                            .namespace
+                            .as_ref()
+                            .is_some_and(|ns| self.namespaces.contains(ns)))
+            });
+        let webhooks = self.webhooks.is_empty()
+            || matches!(principal, Principal::Webhook(w) if self.webhooks.contains(&w.name));
+        users && services && webhooks
     }
 }
 

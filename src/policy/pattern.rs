@@ -26,6 +26,10 @@ pub enum PatternError {
     BadHost(String),
     #[error("method {0:?} is not an HTTP method token (e.g. GET, POST)")]
     BadMethod(String),
+    #[error("service pattern {0:?} is not a SPIFFE ID pattern: write spiffe://TRUST_DOMAIN/path, with '*' for a whole segment")]
+    BadSpiffe(String),
+    #[error("service pattern {0:?} is outside the trust domain {1:?}")]
+    ForeignTrustDomain(String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +217,86 @@ impl Method {
     }
 }
 
+/// A SPIFFE ID pattern of `from.services`: `spiffe://TD/ns/*/sa/videos`, where `*`
+/// stands for exactly one path segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpiffePattern {
+    source: String,
+    trust_domain: String,
+    /// `None` is `*`.
+    segments: Vec<Option<String>>,
+}
+
+impl SpiffePattern {
+    /// Parses a pattern; its trust domain must be `trust_domain`.
+    pub fn parse(source: &str, trust_domain: &str) -> Result<Self, PatternError> {
+        let bad = || PatternError::BadSpiffe(source.to_owned());
+        let rest = source.strip_prefix("spiffe://").ok_or_else(bad)?;
+        let (td, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let td_ok = !td.is_empty()
+            && td
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c));
+        if !td_ok {
+            return Err(bad());
+        }
+        if td != trust_domain {
+            return Err(PatternError::ForeignTrustDomain(
+                source.to_owned(),
+                trust_domain.to_owned(),
+            ));
+        }
+        let mut segments = Vec::new();
+        if !path.is_empty() {
+            for segment in path.split('/') {
+                let literal_ok = !segment.is_empty()
+                    && segment != "."
+                    && segment != ".."
+                    && segment
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                match segment {
+                    "*" => segments.push(None),
+                    _ if literal_ok => segments.push(Some(segment.to_owned())),
+                    _ => return Err(bad()),
+                }
+            }
+        }
+        Ok(Self {
+            source: source.to_owned(),
+            trust_domain: td.to_owned(),
+            segments,
+        })
+    }
+
+    pub fn matches(&self, spiffe_id: &str) -> bool {
+        let Some(rest) = spiffe_id.strip_prefix("spiffe://") else {
+            return false;
+        };
+        let (td, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if td != self.trust_domain {
+            return false;
+        }
+        let actual: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
+        actual.len() == self.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&actual)
+                .all(|(want, have)| want.as_deref().is_none_or(|w| w == *have))
+    }
+}
+
+impl fmt::Display for SpiffePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +393,65 @@ mod tests {
         }
         assert!(HostPattern::parse("api.*.com").is_err());
         assert!(HostPattern::parse("").is_err());
+    }
+
+    #[test]
+    fn spiffe_patterns() {
+        let td = "example.org";
+        let cases: &[(&str, &str, bool)] = &[
+            (
+                "spiffe://example.org/ns/default/sa/videos",
+                "spiffe://example.org/ns/default/sa/videos",
+                true,
+            ),
+            (
+                "spiffe://example.org/ns/default/sa/videos",
+                "spiffe://example.org/ns/default/sa/channels",
+                false,
+            ),
+            (
+                "spiffe://example.org/ns/*/sa/videos",
+                "spiffe://example.org/ns/prod/sa/videos",
+                true,
+            ),
+            (
+                "spiffe://example.org/ns/*/sa/videos",
+                "spiffe://example.org/ns/prod/sa/videos/x",
+                false,
+            ),
+            (
+                "spiffe://example.org/ns/default/sa/*",
+                "spiffe://example.org/ns/default/sa/any",
+                true,
+            ),
+            (
+                "spiffe://example.org/ns/default/sa/*",
+                "spiffe://evil.org/ns/default/sa/any",
+                false,
+            ),
+            (
+                "spiffe://example.org/ns/default/sa/*",
+                "https://example.org/ns/default/sa/any",
+                false,
+            ),
+            ("spiffe://example.org", "spiffe://example.org", true),
+        ];
+        for (pattern, id, want) in cases {
+            let p = SpiffePattern::parse(pattern, td).unwrap();
+            assert_eq!(p.matches(id), *want, "{pattern} against {id}");
+        }
+        assert!(matches!(
+            SpiffePattern::parse("spiffe://other.org/ns/a/sa/b", td),
+            Err(PatternError::ForeignTrustDomain(..))
+        ));
+        for bad in [
+            "example.org/ns/a",
+            "spiffe://Example.org/x",
+            "spiffe://example.org/a//b",
+            "spiffe://example.org/a/b*",
+        ] {
+            assert!(SpiffePattern::parse(bad, td).is_err(), "{bad}");
+        }
     }
 
     #[test]

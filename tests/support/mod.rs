@@ -21,6 +21,7 @@ pub mod client;
 pub mod echo;
 pub mod envoy;
 pub mod jwks;
+pub mod pki;
 pub mod portcullis;
 pub mod tokens;
 
