@@ -3,41 +3,117 @@
 //! decide is answered 503, never allowed.
 
 use crate::answer::{Answer, DenyKind, RequestId};
-use crate::config::HeadersConfig;
-use crate::identity::{Authentication, Authenticator, TokenError};
+use crate::config::{Config, HeadersConfig, IssuerConfig, KeySpec};
+use crate::identity::{
+    jwks::JwksCache, Authentication, Authenticator, Issuer, KeySource, TokenCache, TokenError,
+};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{decide, Context, NormalizedPath, Policy};
 use crate::principal::{Principal, User};
 use crate::request::AuthzRequest;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::task::JoinHandle;
 
-/// Decides requests. Shared by every adapter.
-pub struct Authorizer {
+/// Bounded size of the verified-token cache.
+const TOKEN_CACHE_ENTRIES: u64 = 100_000;
+
+/// What the config decides about checks, apart from the policy: the issuers (with
+/// their key refreshers) and the headers. Replaced whole when the config is
+/// reloaded; dropping it stops its JWKS refreshers.
+pub struct Engine {
     authenticator: Authenticator,
-    policy: ArcSwap<Policy>,
     headers: HeadersConfig,
-    metrics: Arc<Metrics>,
+    refreshers: Vec<JoinHandle<()>>,
 }
 
-impl Authorizer {
-    pub fn new(
-        authenticator: Authenticator,
-        policy: Arc<Policy>,
-        headers: HeadersConfig,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
+impl Engine {
+    /// Builds the issuers of `config` and starts their JWKS fetches (start does
+    /// not wait for them; readiness does). Needs a tokio runtime.
+    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Engine {
+        let mut refreshers = Vec::new();
+        let issuers = config
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let (issuer, refresher) = build_issuer(issuer, metrics);
+                refreshers.extend(refresher);
+                issuer
+            })
+            .collect();
+        let authenticator = Authenticator::new(
+            issuers,
+            TokenCache::new(TOKEN_CACHE_ENTRIES),
+            Arc::clone(metrics),
+        );
+        Engine {
             authenticator,
-            policy: ArcSwap::new(policy),
-            headers,
-            metrics,
+            headers: config.headers.clone(),
+            refreshers,
         }
     }
 
     pub fn authenticator(&self) -> &Authenticator {
         &self.authenticator
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        for refresher in &self.refreshers {
+            refresher.abort();
+        }
+    }
+}
+
+fn build_issuer(config: &IssuerConfig, metrics: &Arc<Metrics>) -> (Issuer, Option<JoinHandle<()>>) {
+    let (keys, refresher) = match &config.keys {
+        KeySpec::Static(set) => (KeySource::Static(Arc::clone(set)), None),
+        KeySpec::Remote { uri, timing } => {
+            let cache = JwksCache::new(&config.name, uri, *timing, Arc::clone(metrics));
+            let refresher = cache.spawn_refresher();
+            (KeySource::Remote(cache), Some(refresher))
+        }
+    };
+    let issuer = Issuer {
+        name: config.name.clone(),
+        kind: config.kind,
+        rules: config.rules.clone(),
+        algorithms: config.algorithms.clone(),
+        credentials: config.credentials.clone(),
+        keys,
+    };
+    (issuer, refresher)
+}
+
+/// Decides requests. Shared by every adapter.
+pub struct Authorizer {
+    engine: ArcSwap<Engine>,
+    policy: ArcSwap<Policy>,
+    /// Why the last reload failed, while the previous policy/config serves.
+    reload_error: ArcSwapOption<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl Authorizer {
+    pub fn new(engine: Engine, policy: Arc<Policy>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            engine: ArcSwap::from_pointee(engine),
+            policy: ArcSwap::new(policy),
+            reload_error: ArcSwapOption::empty(),
+            metrics,
+        }
+    }
+
+    /// The engine in force (issuers, headers).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    /// Swaps in a new engine atomically; checks in flight finish on the old one.
+    pub fn set_engine(&self, engine: Engine) {
+        self.engine.store(Arc::new(engine));
     }
 
     /// The policy in force.
@@ -50,6 +126,16 @@ impl Authorizer {
         self.policy.store(policy);
     }
 
+    /// Records the outcome of a reload: `Some(why)` when it failed.
+    pub fn set_reload_error(&self, error: Option<String>) {
+        self.reload_error.store(error.map(Arc::new));
+    }
+
+    /// Why the last reload failed, if it did.
+    pub fn reload_error(&self) -> Option<Arc<String>> {
+        self.reload_error.load_full()
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -57,8 +143,9 @@ impl Authorizer {
     /// Decides one request.
     pub async fn check(&self, request: &AuthzRequest) -> Answer {
         let started = Instant::now();
-        let request_id = RequestId::of(request, &self.headers.request_id);
-        let (answer, rule, principal_kind) = self.decide(request, &request_id).await;
+        let engine = self.engine.load();
+        let request_id = RequestId::of(request, &engine.headers.request_id);
+        let (answer, rule, principal_kind) = self.decide(&engine, request, &request_id).await;
         let result = match &answer {
             Answer::Allow { .. } => "allow",
             Answer::Deny { .. } => "deny",
@@ -91,6 +178,7 @@ impl Authorizer {
     /// principal kind, for logs and metrics.
     async fn decide(
         &self,
+        engine: &Engine,
         request: &AuthzRequest,
         request_id: &RequestId,
     ) -> (Answer, String, &'static str) {
@@ -106,7 +194,7 @@ impl Authorizer {
                 );
             }
         };
-        let principal = match self.authenticator.authenticate(request).await {
+        let principal = match engine.authenticator.authenticate(request).await {
             Ok(Authentication::Anonymous) => Principal::Anonymous,
             Ok(Authentication::Token(token)) => Principal::User(User::from_claims(
                 &token.issuer,
@@ -137,7 +225,7 @@ impl Authorizer {
                 .inc();
         }
         let answer =
-            Answer::for_decision(&decision, &self.headers, request, &principal, request_id);
+            Answer::for_decision(&decision, &engine.headers, request, &principal, request_id);
         (answer, decision.rule_name().to_owned(), principal.kind())
     }
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod offline;
 pub mod policy;
 pub mod principal;
+pub mod reload;
 pub mod request;
 pub mod server;
 mod status;

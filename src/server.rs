@@ -2,10 +2,9 @@
 //! reflection, admin) and the HTTP listener, with graceful shutdown.
 
 use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};
-use crate::authorizer::Authorizer;
-use crate::config::{Config, IssuerConfig, KeySpec};
+use crate::authorizer::{Authorizer, Engine};
+use crate::config::Config;
 use crate::ext_authz::ExtAuthz;
-use crate::identity::{jwks::JwksCache, Authenticator, Issuer, KeySource, TokenCache};
 use crate::metrics::Metrics;
 use crate::tls::TlsAcceptor;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -14,9 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-/// Bounded size of the verified-token cache.
-const TOKEN_CACHE_ENTRIES: u64 = 100_000;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -68,29 +64,20 @@ impl Server {
         if let Some(tls) = &tls {
             refreshers.push(tls.spawn_reloader(crate::tls::RELOAD_INTERVAL));
         }
-        let issuers = config
-            .issuers
-            .iter()
-            .map(|issuer| {
-                let (issuer, refresher) = build_issuer(issuer, &metrics);
-                refreshers.extend(refresher);
-                issuer
-            })
-            .collect();
         metrics
             .policy_reloads
             .get_or_create(&crate::metrics::ResultLabels { result: "success" })
             .inc();
-        let authenticator = Authenticator::new(
-            issuers,
-            TokenCache::new(TOKEN_CACHE_ENTRIES),
-            Arc::clone(&metrics),
-        );
         let authorizer = Arc::new(Authorizer::new(
-            authenticator,
+            Engine::build(config, &metrics),
             Arc::clone(&config.policy),
-            config.headers.clone(),
             metrics,
+        ));
+        // Hot reload of the policy file and the config file (SPEC §7).
+        refreshers.push(crate::reload::spawn(
+            crate::reload::Watched::of(config),
+            Arc::clone(&authorizer),
+            crate::reload::POLL_INTERVAL,
         ));
         Ok(Server {
             grpc,
@@ -169,24 +156,4 @@ impl Server {
         grpc?;
         http.map_err(ServeError::Http)
     }
-}
-
-fn build_issuer(config: &IssuerConfig, metrics: &Arc<Metrics>) -> (Issuer, Option<JoinHandle<()>>) {
-    let (keys, refresher) = match &config.keys {
-        KeySpec::Static(set) => (KeySource::Static(Arc::clone(set)), None),
-        KeySpec::Remote { uri, timing } => {
-            let cache = JwksCache::new(&config.name, uri, *timing, Arc::clone(metrics));
-            let refresher = cache.spawn_refresher();
-            (KeySource::Remote(cache), Some(refresher))
-        }
-    };
-    let issuer = Issuer {
-        name: config.name.clone(),
-        kind: config.kind,
-        rules: config.rules.clone(),
-        algorithms: config.algorithms.clone(),
-        credentials: config.credentials.clone(),
-        keys,
-    };
-    (issuer, refresher)
 }

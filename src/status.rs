@@ -17,11 +17,16 @@ pub struct Status {
     pub version: &'static str,
     pub policy_rules: usize,
     pub issuers: Vec<IssuerStatus>,
+    /// Why the last policy/config reload failed; the previous one still serves,
+    /// so this does not make the process unready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload_error: Option<String>,
 }
 
 impl Status {
     pub fn of(authorizer: &Authorizer) -> Status {
-        let issuers: Vec<IssuerStatus> = authorizer
+        let engine = authorizer.engine();
+        let issuers: Vec<IssuerStatus> = engine
             .authenticator()
             .issuers()
             .iter()
@@ -39,6 +44,7 @@ impl Status {
             version: env!("CARGO_PKG_VERSION"),
             policy_rules: authorizer.policy().rules().len(),
             issuers,
+            reload_error: authorizer.reload_error().map(|e| e.to_string()),
         }
     }
 }

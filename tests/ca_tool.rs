@@ -494,7 +494,13 @@ fn cert_inspect_names_the_broken_rule_and_exits_1() {
 fn renewal_is_decided_by_the_share_of_the_lifetime_and_keeps_the_identity() {
     let pki = TestPki::new("example.org");
     let ca = CaDir::new(pki.certs());
-    let t0 = UNIX_EPOCH + Duration::from_secs(1_893_456_000); // 2030-01-01
+    // An explicit instant inside the CA's lifetime: the next midnight UTC.
+    let today = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86400;
+    let t0 = UNIX_EPOCH + Duration::from_secs((today + 1) * 86400);
     let out = pki.path("web");
     let spec = LeafSpec::new(
         TrustDomain::new("example.org")
@@ -539,7 +545,8 @@ fn renewal_is_decided_by_the_share_of_the_lifetime_and_keeps_the_identity() {
     );
     assert_eq!(mode(&out.join("key.pem")), 0o600);
     let report = portcullis::ca::inspect::inspect(
-        second.as_bytes(),
+        &std::fs::read(out.join("chain.pem")).unwrap(),
+        None,
         &std::fs::read(pki.bundle()).unwrap(),
         None,
         now,

@@ -35,7 +35,8 @@ pub struct Report {
     /// e.g. `ECDSA P-256`.
     pub key_type: String,
     pub is_ca: bool,
-    /// Certificates after the first one in the file (the chain it carries).
+    /// Certificates offered as its chain (after the leaf in the file, plus any
+    /// from a `chain.pem` beside it).
     pub chain_certificates: usize,
     /// Whether the chain verified to the bundle.
     pub chain_verified: bool,
@@ -98,7 +99,7 @@ impl Report {
             (
                 "chain",
                 format!(
-                    "{} certificate(s) after the leaf; {} bundle {bundle}",
+                    "{} chain certificate(s); {} bundle {bundle}",
                     self.chain_certificates,
                     if self.chain_verified {
                         "verifies to"
@@ -127,10 +128,13 @@ impl Report {
 }
 
 /// Inspects the first certificate of `cert_pem` as a leaf SVID; the following
-/// ones are its chain. `bundle_pem` holds the trusted roots; `trust_domain`, when
-/// given, is the expected one (else the bundle's first root's `spiffe://TD`).
+/// ones are its chain, and `more_chain` (e.g. the `chain.pem` beside a lone
+/// `cert.pem`) may add intermediates. `bundle_pem` holds the trusted roots;
+/// `trust_domain`, when given, is the expected one (else the bundle's first
+/// root's `spiffe://TD`).
 pub fn inspect(
     cert_pem: &[u8],
+    more_chain: Option<&[u8]>,
     bundle_pem: &[u8],
     trust_domain: Option<&TrustDomain>,
     now: SystemTime,
@@ -226,7 +230,11 @@ pub fn inspect(
             rfc3339(facts.validity.not_before)
         ));
     }
-    let chain = verify_chain(leaf, &certs[1..], &roots, now);
+    let mut intermediates = certs[1..].to_vec();
+    if let Some(pem) = more_chain {
+        intermediates.extend(parse_pem_certs(pem).map_err(|e| format!("chain: {e}"))?);
+    }
+    let chain = verify_chain(leaf, &intermediates, &roots, now);
     if let Err(why) = &chain {
         // An expired or early certificate was reported above, with its date.
         let time_only = matches!(
@@ -253,7 +261,7 @@ pub fn inspect(
         seconds_left,
         key_type: facts.key_type,
         is_ca: facts.is_ca,
-        chain_certificates: certs.len() - 1,
+        chain_certificates: intermediates.len(),
         chain_verified: chain.is_ok(),
         valid: problems.is_empty(),
         problems,

@@ -152,9 +152,23 @@ pub fn inspect(
         }
     };
     let cert = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    // A lone leaf (cert.pem) verifies through the intermediate in chain.pem beside it.
+    let chain = file.parent().unwrap_or(Path::new(".")).join("chain.pem");
+    let lone_leaf = report::parse_pem_certs(&cert).is_ok_and(|certs| certs.len() == 1);
+    let beside = if lone_leaf && chain.is_file() && chain != file {
+        std::fs::read(&chain).ok()
+    } else {
+        None
+    };
     let roots = std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
-    let report = report::inspect(&cert, &roots, trust_domain.as_ref(), SystemTime::now())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let report = report::inspect(
+        &cert,
+        beside.as_deref(),
+        &roots,
+        trust_domain.as_ref(),
+        SystemTime::now(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -51,6 +51,8 @@ pub struct Config {
     pub trust_domain: String,
     pub issuers: Vec<IssuerConfig>,
     pub headers: HeadersConfig,
+    /// The config file itself; `None` for the embedded dev defaults.
+    pub source_file: Option<PathBuf>,
     /// The policy file; `None` with the embedded dev policy.
     pub policy_file: Option<PathBuf>,
     /// The policy as loaded at validation.
@@ -148,7 +150,9 @@ impl Config {
             reason: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&path.display().to_string(), &text, base, None)
+        let mut config = Config::parse(&path.display().to_string(), &text, base, None)?;
+        config.source_file = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses config text. `embedded_policy` stands in for a missing `policy:` key
@@ -236,6 +240,7 @@ impl Config {
                 http_listen: raw.server.http_listen,
                 tls,
                 trust_domain: raw.trust_domain,
+                source_file: None,
                 issuers,
                 headers,
                 policy_file,

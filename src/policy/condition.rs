@@ -102,9 +102,9 @@ impl Condition {
         let bound = [
             ("request", cel_interpreter::to_value(&request)),
             ("params", cel_interpreter::to_value(&params)),
-            ("user", cel_interpreter::to_value(&user)),
-            ("token", cel_interpreter::to_value(&token)),
-            ("service", cel_interpreter::to_value(&service)),
+            ("user", cel_interpreter::to_value(user)),
+            ("token", cel_interpreter::to_value(token)),
+            ("service", cel_interpreter::to_value(service)),
         ];
         for (name, value) in bound {
             match value {

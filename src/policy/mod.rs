@@ -214,9 +214,10 @@ fn evaluate<'p>(
     rules: impl Iterator<Item = &'p Rule>,
     mut trace: Option<&mut Vec<RuleTrace>>,
 ) -> Decision {
+    type Params = Vec<(String, String)>;
     let mut observed = Vec::new();
-    let mut allow: Option<(&Rule, Vec<(String, String)>)> = None;
-    let mut deny: Option<(&Rule, String, Vec<(String, String)>)> = None;
+    let mut allow: Option<(&Rule, Params)> = None;
+    let mut deny: Option<(&Rule, String, Params)> = None;
     let mut params = Vec::new();
     for rule in rules {
         params.clear();

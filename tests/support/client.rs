@@ -25,6 +25,8 @@ pub struct RequestBuilder {
     method: Method,
     path: String,
     headers: Vec<(String, String)>,
+    /// TLS to the server (name `localhost`), when set.
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl RequestBuilder {
@@ -35,7 +37,15 @@ impl RequestBuilder {
             method,
             path: path.to_owned(),
             headers: vec![("host".to_owned(), DEFAULT_HOST.to_owned())],
+            tls: None,
         }
+    }
+
+    /// Sends the request over TLS made by `connector`, verifying the server as
+    /// `localhost`.
+    pub fn over_tls(mut self, connector: tokio_rustls::TlsConnector) -> Self {
+        self.tls = Some(connector);
+        self
     }
 
     /// Adds a header (or replaces `host`).
@@ -63,6 +73,24 @@ impl RequestBuilder {
         let stream = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("{context}: connect: {e}"))?;
+        match self.tls.clone() {
+            None => self.exchange(stream, &context).await,
+            Some(connector) => {
+                let name =
+                    rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name");
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("{context}: TLS handshake: {e}"))?;
+                self.exchange(stream, &context).await
+            }
+        }
+    }
+
+    async fn exchange<IO>(self, stream: IO, context: &str) -> Result<Response, String>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("{context}: handshake: {e}"))?;

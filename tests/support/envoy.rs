@@ -110,8 +110,20 @@ impl Envoy {
             portcullis,
             upstream,
         };
+        Self::start_bootstrap(dir, &front_proxy_yaml(&addrs), addrs.listener, addrs.admin).await
+    }
+
+    /// Starts Envoy on the bootstrap `yaml` (written into `dir`, which it then
+    /// owns), whose HTTP listener is `listener` and admin interface `admin`, and
+    /// waits until it is ready and its listener accepts.
+    pub async fn start_bootstrap(
+        dir: TempDir,
+        yaml: &str,
+        listener: SocketAddr,
+        admin: SocketAddr,
+    ) -> Self {
         let config = dir.path().join("envoy.yaml");
-        std::fs::write(&config, front_proxy_yaml(&addrs)).expect("write envoy.yaml");
+        std::fs::write(&config, yaml).expect("write envoy.yaml");
 
         let log = dir.path().join("envoy.log");
         let out = File::create(&log).expect("create envoy.log");
@@ -131,8 +143,8 @@ impl Envoy {
 
         let mut envoy = Self {
             child,
-            listener: addrs.listener,
-            admin: addrs.admin,
+            listener,
+            admin,
             log,
             _dir: dir,
         };

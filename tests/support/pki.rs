@@ -93,3 +93,37 @@ impl TestPki {
         self.dir.path()
     }
 }
+
+/// A TLS client (for [`super::RequestBuilder::over_tls`]) trusting the roots in
+/// `bundle`, presenting the certificate in `identity` (a `cert issue` output
+/// directory: chain.pem, key.pem) when given.
+pub fn tls_client(bundle: &Path, identity: Option<&Path>) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(bundle).expect("read the bundle") {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a usable root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("default TLS versions")
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(dir) => {
+            let chain = CertificateDer::pem_file_iter(dir.join("chain.pem"))
+                .expect("read chain.pem")
+                .map(|cert| cert.expect("a PEM certificate"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).expect("read key.pem");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("a usable client identity")
+        }
+    };
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}

@@ -39,6 +39,8 @@ pub struct PortcullisConfig {
     pub jwks_uri: String,
     /// The text of `policy.yaml`.
     pub policy: String,
+    /// `server.tls` on the gRPC listener: (cert, key, client_ca).
+    pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
 }
 
 impl PortcullisConfig {
@@ -47,7 +49,19 @@ impl PortcullisConfig {
         Self {
             jwks_uri,
             policy: USER_TRAFFIC_POLICY.to_owned(),
+            tls: None,
         }
+    }
+
+    /// Serves the gRPC listener over TLS with `cert` and `key`; with `client_ca`,
+    /// clients must present a certificate chaining to it.
+    pub fn with_tls(mut self, cert: &Path, key: &Path, client_ca: Option<&Path>) -> Self {
+        self.tls = Some((
+            cert.to_owned(),
+            key.to_owned(),
+            client_ca.map(Path::to_owned),
+        ));
+        self
     }
 
     /// `portcullis.yaml` for listeners `grpc` and `http` and the policy at `policy`.
@@ -57,7 +71,7 @@ impl PortcullisConfig {
 server:
   grpc_listen: {grpc}
   http_listen: {http}
-trust_domain: example.org
+{tls}trust_domain: example.org
 issuers:
   - name: clerk
     kind: user
@@ -80,7 +94,23 @@ policy: {policy}
             jwks_uri = self.jwks_uri,
             azp = super::tokens::AUTHORIZED_PARTY,
             policy = policy.display(),
+            tls = self.tls_yaml(),
         )
+    }
+
+    fn tls_yaml(&self) -> String {
+        match &self.tls {
+            None => String::new(),
+            Some((cert, key, client_ca)) => format!(
+                "  tls:\n    cert: {}\n    key: {}\n{}",
+                cert.display(),
+                key.display(),
+                client_ca
+                    .as_ref()
+                    .map(|ca| format!("    client_ca: {}\n", ca.display()))
+                    .unwrap_or_default()
+            ),
+        }
     }
 }
 
@@ -150,6 +180,11 @@ impl Portcullis {
     /// A request straight to portcullis' HTTP listener.
     pub fn http(&self, method: Method, path: &str) -> RequestBuilder {
         RequestBuilder::new(self.http_addr, method, path)
+    }
+
+    /// The directory holding `portcullis.yaml` and `policy.yaml`.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// The process' output so far.

@@ -1,0 +1,155 @@
+//! Hot reload (SPEC §7, §9): the policy file and the config file are watched; a
+//! valid new version is swapped in atomically (checks in flight finish on the old
+//! one); an invalid one leaves the old in force, is logged with every error,
+//! counted in `portcullis_policy_reload_total{result="error"}`, and shown on
+//! `/readyz` (which stays ready: the old version still decides).
+//!
+//! Files are polled, not watched with inotify: a Kubernetes ConfigMap update swaps
+//! a `..data` symlink, which inotify on the file itself misses. Each poll compares
+//! the resolved path, size, modification time and inode, so in-place writes,
+//! renames over the file and symlink swaps are all seen.
+
+use crate::authorizer::{Authorizer, Engine};
+use crate::config::Config;
+use crate::metrics::ResultLabels;
+use crate::policy::Policy;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::task::JoinHandle;
+
+/// How often the watched files are looked at.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a running server reloads from.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The config file (`None` for the embedded dev defaults).
+    pub config_file: Option<PathBuf>,
+    /// The config in force: its policy file and load options.
+    pub config: Config,
+}
+
+impl Watched {
+    pub fn of(config: &Config) -> Self {
+        Self {
+            config_file: config.source_file.clone(),
+            config: config.clone(),
+        }
+    }
+}
+
+/// A file's identity at one moment: changes when its content may have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    resolved: Option<PathBuf>,
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Fingerprint {
+        resolved: std::fs::canonicalize(path).ok(),
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
+}
+
+/// Starts the watcher; it runs until aborted.
+pub fn spawn(watched: Watched, authorizer: Arc<Authorizer>, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut config = watched.config;
+        let config_file = watched.config_file;
+        let mut config_seen = config_file.as_deref().and_then(fingerprint);
+        let mut policy_seen = config.policy_file.as_deref().and_then(fingerprint);
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Some(file) = &config_file {
+                let now = fingerprint(file);
+                if now != config_seen {
+                    config_seen = now;
+                    if let Some(new) = reload_config(file, &config, &authorizer) {
+                        config = new;
+                        // The config reload loaded the policy too.
+                        policy_seen = config.policy_file.as_deref().and_then(fingerprint);
+                        continue;
+                    }
+                }
+            }
+            if let Some(file) = &config.policy_file {
+                let now = fingerprint(file);
+                if now != policy_seen {
+                    policy_seen = now;
+                    reload_policy(file, &config, &authorizer);
+                }
+            }
+        }
+    })
+}
+
+fn count(authorizer: &Authorizer, result: &'static str) {
+    authorizer
+        .metrics()
+        .policy_reloads
+        .get_or_create(&ResultLabels { result })
+        .inc();
+}
+
+fn reload_policy(file: &Path, config: &Config, authorizer: &Authorizer) {
+    match Policy::load(file, &config.policy_options) {
+        Ok(policy) => {
+            let rules = policy.rules().len();
+            authorizer.set_policy(Arc::new(policy));
+            authorizer.set_reload_error(None);
+            count(authorizer, "success");
+            tracing::info!(file = %file.display(), rules, "policy reloaded");
+        }
+        Err(e) => {
+            let errors = e.errors();
+            for error in &errors {
+                tracing::error!(%error, "policy reload failed; the previous policy stays in force");
+            }
+            authorizer
+                .set_reload_error(Some(format!("policy reload failed: {}", errors.join("; "))));
+            count(authorizer, "error");
+        }
+    }
+}
+
+/// Reloads the config: issuers, headers and policy are swapped; listener and TLS
+/// changes need a restart and are only reported.
+fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Option<Config> {
+    let new = match Config::load(file) {
+        Ok(new) => new,
+        Err(e) => {
+            let errors = e.errors();
+            for error in &errors {
+                tracing::error!(%error, "config reload failed; the previous config stays in force");
+            }
+            authorizer
+                .set_reload_error(Some(format!("config reload failed: {}", errors.join("; "))));
+            count(authorizer, "error");
+            return None;
+        }
+    };
+    if new.grpc_listen != current.grpc_listen || new.http_listen != current.http_listen {
+        tracing::warn!(
+            "listener addresses changed in the config: restart portcullis to apply them"
+        );
+    }
+    authorizer.set_engine(Engine::build(&new, authorizer.metrics()));
+    authorizer.set_policy(Arc::clone(&new.policy));
+    authorizer.set_reload_error(None);
+    count(authorizer, "success");
+    tracing::info!(file = %file.display(), issuers = new.issuers.len(), rules = new.policy.rules().len(), "config reloaded");
+    Some(new)
+}
