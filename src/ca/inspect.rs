@@ -232,7 +232,8 @@ pub fn inspect(
     }
     let mut intermediates = certs[1..].to_vec();
     if let Some(pem) = more_chain {
-        intermediates.extend(parse_pem_certs(pem).map_err(|e| format!("chain: {e}"))?);
+        let more = parse_pem_certs(pem).map_err(|e| format!("chain: {e}"))?;
+        intermediates.extend(more.into_iter().filter(|cert| cert != leaf));
     }
     let chain = verify_chain(leaf, &intermediates, &roots, now);
     if let Err(why) = &chain {

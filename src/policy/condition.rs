@@ -22,6 +22,16 @@ pub struct Condition {
     needs_service: bool,
     /// The `params.NAME` it reads (checked against the rule's captures at load).
     params: Vec<String>,
+    /// Which of [`VARIABLES`] it reads: only those are built per evaluation.
+    uses: [bool; 5],
+}
+
+/// The standard CEL functions, registered once; each evaluation opens a child
+/// scope of it for its variables instead of building a whole context.
+fn root() -> &'static cel_interpreter::Context<'static> {
+    static ROOT: std::sync::OnceLock<cel_interpreter::Context<'static>> =
+        std::sync::OnceLock::new();
+    ROOT.get_or_init(cel_interpreter::Context::default)
 }
 
 impl std::fmt::Debug for Condition {
@@ -65,6 +75,7 @@ impl Condition {
             needs_user: references.has_variable("user") || references.has_variable("token"),
             needs_service: references.has_variable("service"),
             params: params_used(source),
+            uses: VARIABLES.map(|v| references.has_variable(v)),
             program,
         })
     }
@@ -87,28 +98,31 @@ impl Condition {
         if (self.needs_user && user.is_none()) || (self.needs_service && service.is_none()) {
             return Verdict::NotApplicable;
         }
-        let mut cel = cel_interpreter::Context::default();
-        let request = RequestVars {
-            method: &ctx.request.method,
-            host: &ctx.request.host,
-            path: ctx.path.to_string(),
-            headers: &ctx.request.headers,
-            query: query_map(&ctx.request.path),
-        };
-        let params: HashMap<&str, &str> = params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let bound = [
-            ("request", cel_interpreter::to_value(&request)),
-            ("params", cel_interpreter::to_value(&params)),
-            ("user", cel_interpreter::to_value(user)),
-            ("token", cel_interpreter::to_value(token)),
-            ("service", cel_interpreter::to_value(service)),
-        ];
-        for (name, value) in bound {
+        let mut cel = root().new_inner_scope();
+        for (i, name) in VARIABLES.iter().enumerate() {
+            if !self.uses[i] {
+                continue;
+            }
+            let value = match *name {
+                "request" => cel_interpreter::to_value(RequestVars {
+                    method: &ctx.request.method,
+                    host: &ctx.request.host,
+                    path: ctx.path.to_string(),
+                    headers: &ctx.request.headers,
+                    query: query_map(&ctx.request.path),
+                }),
+                "params" => cel_interpreter::to_value(
+                    params
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect::<HashMap<&str, &str>>(),
+                ),
+                "user" => cel_interpreter::to_value(user),
+                "token" => cel_interpreter::to_value(token),
+                _ => cel_interpreter::to_value(service),
+            };
             match value {
-                Ok(value) => cel.add_variable_from_value(name, value),
+                Ok(value) => cel.add_variable_from_value(*name, value),
                 Err(e) => return Verdict::Error(format!("cannot expose `{name}`: {e}")),
             }
         }
