@@ -6,6 +6,7 @@ use crate::answer::{Answer, DenyKind, RequestId};
 use crate::config::{Config, HeadersConfig, IssuerConfig, KeySpec};
 use crate::identity::{
     jwks::JwksCache, Authentication, Authenticator, Issuer, KeySource, TokenCache, TokenError,
+    VerifiedToken,
 };
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{decide, Context, NormalizedPath, Policy};
@@ -56,6 +57,13 @@ impl Engine {
 
     pub fn authenticator(&self) -> &Authenticator {
         &self.authenticator
+    }
+
+    /// The user context of a verified user token (SPEC §5): what policy reads as
+    /// `user.*` and what headers and issued tokens carry. Every path that needs a
+    /// user's context (checks, token exchange) goes through here.
+    pub fn user_for(&self, token: &VerifiedToken) -> User {
+        User::from_claims(&token.issuer, &token.subject, token.claims.clone())
     }
 }
 
@@ -196,11 +204,7 @@ impl Authorizer {
         };
         let principal = match engine.authenticator.authenticate(request).await {
             Ok(Authentication::Anonymous) => Principal::Anonymous,
-            Ok(Authentication::Token(token)) => Principal::User(User::from_claims(
-                &token.issuer,
-                &token.subject,
-                token.claims.clone(),
-            )),
+            Ok(Authentication::Token(token)) => Principal::User(engine.user_for(&token)),
             Err(e) => return (token_error(&e, rid), "authentication".into(), "invalid"),
         };
         let policy = self.policy.load();
