@@ -5,7 +5,7 @@
 use prost::Message;
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] = &["portcullis/v1/admin.proto"];
+const PROTOS: &[&str] = &["portcullis/v1/admin.proto", "portcullis/v1/token.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

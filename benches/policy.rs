@@ -37,6 +37,7 @@ fn request(method: &str, path: &str) -> AuthzRequest {
         host: "api.example.com".into(),
         path: path.into(),
         headers: [("authorization".to_string(), "Bearer x".to_string())].into(),
+        ..AuthzRequest::default()
     }
 }
 

@@ -34,7 +34,7 @@ impl Admin for AdminApi {
         &self,
         _request: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
-        let status = Readiness::of(&self.authorizer);
+        let status = Readiness::of(&self.authorizer).await;
         Ok(Response::new(GetStatusResponse {
             version: status.version.to_owned(),
             ready: status.ready,

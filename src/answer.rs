@@ -2,7 +2,8 @@
 //! remove from the upstream request on allow, or the response the client gets on
 //! deny. Both adapters (gRPC ext_authz and HTTP `/check`) only translate it.
 
-use crate::config::{ContextField, HeadersConfig};
+use crate::config::{ContextField, HeadersConfig, ServiceField};
+use crate::identity::context_token::INTERNAL_TOKEN_HEADER;
 use crate::policy::{Decision, Effect};
 use crate::principal::Principal;
 use crate::request::AuthzRequest;
@@ -106,7 +107,13 @@ impl Answer {
         request_id: &RequestId,
     ) -> Answer {
         match (decision.effect, principal) {
-            (Effect::Allow, _) => Answer::allow(config, request, principal, request_id),
+            (Effect::Allow, _) => Answer::allow(
+                config,
+                request,
+                principal,
+                decision.forward_user,
+                request_id,
+            ),
             (Effect::Deny, Principal::Anonymous) => Answer::deny(
                 DenyKind::MissingCredentials,
                 "authentication is required for this resource",
@@ -129,15 +136,31 @@ impl Answer {
     }
 
     /// An allow: strips every client-sent header under the configured prefixes,
-    /// then sets the verified context headers and the request id.
+    /// then sets the verified context headers and the request id. The user
+    /// headers carry the user the deciding rule sees: a service's forwarded user
+    /// only when the rule has `forward_user` (SPEC §7); otherwise a caller's
+    /// `x-user-*` are stripped like any client-sent header.
     pub fn allow(
         config: &HeadersConfig,
         request: &AuthzRequest,
         principal: &Principal,
+        forward_user: bool,
         request_id: &RequestId,
     ) -> Answer {
         let mut set = Vec::new();
-        if let Principal::User(user) = principal {
+        if let Some(service) = principal.service() {
+            for (header, field) in &config.service {
+                let value = match field {
+                    ServiceField::Name => service.name.clone(),
+                    ServiceField::Namespace => service.namespace.clone(),
+                    ServiceField::SpiffeId => Some(service.spiffe_id.clone()),
+                };
+                if let Some(value) = value {
+                    set.push((header.clone(), value));
+                }
+            }
+        }
+        if let Some(user) = principal.user_seen(forward_user) {
             for (header, field) in &config.user {
                 let value = match field {
                     ContextField::User(name) => user.fields.get(name),
@@ -163,12 +186,35 @@ impl Answer {
                     .iter()
                     .any(|p| name.starts_with(p.as_str()))
                     || config.user.iter().any(|(h, _)| h == *name)
+                    || config.service.iter().any(|(h, _)| h == *name)
+                    || *name == INTERNAL_TOKEN_HEADER
             })
             .filter(|name| !set.iter().any(|(h, _)| h == *name))
             .cloned()
             .collect();
         remove.sort();
         Answer::Allow { set, remove }
+    }
+
+    /// On an allow, sets `name` (replacing a value set before, and no longer
+    /// removing it). A deny is left as it is.
+    pub fn set_header(&mut self, name: &str, value: String) {
+        if let Answer::Allow { set, remove } = self {
+            set.retain(|(h, _)| h != name);
+            remove.retain(|h| h != name);
+            set.push((name.to_owned(), value));
+        }
+    }
+
+    /// On an allow, removes the client-sent header `name` unless portcullis sets
+    /// it. A deny is left as it is.
+    pub fn remove_header(&mut self, name: &str) {
+        if let Answer::Allow { set, remove } = self {
+            if !set.iter().any(|(h, _)| h == name) && !remove.iter().any(|h| h == name) {
+                remove.push(name.to_owned());
+                remove.sort();
+            }
+        }
     }
 }
 
@@ -247,7 +293,12 @@ mod tests {
                 ("x-user-groups".into(), ContextField::User("groups".into())),
                 ("x-clerk-session".into(), ContextField::Token("sid".into())),
             ],
+            service: vec![
+                ("x-service-name".into(), ServiceField::Name),
+                ("x-caller-spiffe-id".into(), ServiceField::SpiffeId),
+            ],
             request_id: "x-request-id".into(),
+            internal_token: false,
         }
     }
 
@@ -285,7 +336,7 @@ mod tests {
                 generated: false
             }
         );
-        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &user, &id) else {
+        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &user, false, &id) else {
             panic!("allow expected")
         };
         assert_eq!(
@@ -309,7 +360,7 @@ mod tests {
         let id = RequestId::of(&req, "x-request-id");
         assert!(id.generated);
         let Answer::Allow { set, remove } =
-            Answer::allow(&config(), &req, &Principal::Anonymous, &id)
+            Answer::allow(&config(), &req, &Principal::Anonymous, false, &id)
         else {
             panic!("allow expected")
         };
@@ -318,6 +369,52 @@ mod tests {
             remove,
             vec!["x-clerk-session".to_string(), "x-user-id".to_string()]
         );
+    }
+
+    #[test]
+    fn service_calls_forward_the_user_only_under_forward_user() {
+        let req = request(&[
+            ("x-user-id", "u1"),
+            ("x-user-role", "ADMIN"),
+            ("x-caller-spiffe-id", "spiffe://example.org/ns/default/sa/admin"),
+            ("x-portcullis-token", "forged"),
+            ("x-request-id", "r"),
+        ]);
+        let id = RequestId::of(&req, "x-request-id");
+        let mut service = crate::principal::Service::from_spiffe_id(
+            "spiffe://example.org/ns/default/sa/videos",
+            true,
+        );
+        let claims = json!({"role": "USER"}).as_object().unwrap().clone();
+        service.on_behalf_of = Some(Box::new(User::from_claims("forwarded", "u1", claims)));
+        let principal = Principal::Service(service);
+        let caller = vec![
+            ("x-service-name".to_string(), "videos".to_string()),
+            (
+                "x-caller-spiffe-id".to_string(),
+                "spiffe://example.org/ns/default/sa/videos".to_string(),
+            ),
+        ];
+        // Without forward_user: the caller's identity, and no user context.
+        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &principal, false, &id)
+        else {
+            panic!("allow expected")
+        };
+        assert_eq!(set, caller);
+        assert_eq!(
+            remove,
+            vec!["x-portcullis-token", "x-user-id", "x-user-role"]
+        );
+        // With it: the forwarded user's context is passed on (as verified
+        // values, never the caller's extra headers).
+        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &principal, true, &id)
+        else {
+            panic!("allow expected")
+        };
+        assert_eq!(set[..2], caller[..]);
+        assert!(set.contains(&("x-user-id".into(), "u1".into())));
+        assert!(set.contains(&("x-user-role".into(), "USER".into())));
+        assert_eq!(remove, vec!["x-portcullis-token"]);
     }
 
     #[test]

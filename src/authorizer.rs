@@ -10,11 +10,17 @@ use crate::identity::{
 };
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::policy::{decide, Context, NormalizedPath, Policy};
-use crate::principal::{Principal, User};
+use crate::principal::User;
 use crate::request::AuthzRequest;
+use crate::identity::caller::{EastWest, IdentityError};
+use crate::identity::IssuerKind;
+use crate::mint::TokenMint;
+use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
+use crate::identity::svix::WebhookSecret;
+use crate::state::SharedState;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Bounded size of the verified-token cache.
@@ -26,14 +32,46 @@ const TOKEN_CACHE_ENTRIES: u64 = 100_000;
 pub struct Engine {
     authenticator: Authenticator,
     headers: HeadersConfig,
+    /// mTLS identities, service tokens and forwarded user context (SPEC §4).
+    east_west: EastWest,
+    /// The tokens portcullis signs (SPEC §6), when `tokens` is configured.
+    mint: Option<Arc<TokenMint>>,
+    directory: UserDirectory,
+    /// Where Clerk webhooks are verified (`webhooks.clerk`).
+    clerk_webhook: Option<WebhookSecret>,
+    /// Svix ids already seen within the tolerance window (replay protection).
+    webhook_ids: moka::sync::Cache<String, ()>,
+    /// Evictions shared with the other replicas (`state.redis`).
+    shared: Option<Arc<SharedState>>,
     refreshers: Vec<JoinHandle<()>>,
+}
+
+/// Why a verified user token yields no user context.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UserError {
+    /// The directory does not know the subject and `on_unknown` is `deny` (401).
+    #[error("the user is not known to the user directory")]
+    Unknown,
+    /// The user was deleted (401).
+    #[error("the user has been deleted")]
+    Deleted,
+    /// The directory could not answer (503).
+    #[error(transparent)]
+    Unavailable(#[from] DirectoryError),
 }
 
 impl Engine {
     /// Builds the issuers of `config` and starts their JWKS fetches (start does
     /// not wait for them; readiness does). Needs a tokio runtime.
-    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Engine {
+    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Engine, DirectoryError> {
         let mut refreshers = Vec::new();
+        let directory = UserDirectory::open(config.users.clone(), Arc::clone(metrics))?;
+        let shared = config
+            .redis
+            .as_deref()
+            .map(SharedState::new)
+            .transpose()?
+            .map(Arc::new);
         let issuers = config
             .issuers
             .iter()
@@ -48,22 +86,74 @@ impl Engine {
             TokenCache::new(TOKEN_CACHE_ENTRIES),
             Arc::clone(metrics),
         );
-        Engine {
+        let mint = config.tokens.as_ref().map(|t| Arc::new(TokenMint::new(t)));
+        Ok(Engine {
             authenticator,
             headers: config.headers.clone(),
+            east_west: EastWest::new(
+                config.mtls.clone(),
+                config.headers.user.clone(),
+                mint.as_ref()
+                    .filter(|_| config.headers.internal_token)
+                    .map(|mint| mint.internal_verifier()),
+            ),
+            mint,
+            directory,
+            clerk_webhook: config.clerk_webhook.clone(),
+            webhook_ids: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(2 * crate::identity::svix::TOLERANCE_SECS))
+                .build(),
+            shared,
             refreshers,
-        }
+        })
     }
+
+    pub fn directory(&self) -> &UserDirectory {
+        &self.directory
+    }
+
+    /// The Clerk webhook secret and the ids seen, when webhooks are configured.
+    pub fn clerk_webhook(&self) -> Option<(&WebhookSecret, &moka::sync::Cache<String, ()>)> {
+        self.clerk_webhook.as_ref().map(|s| (s, &self.webhook_ids))
+    }
+
+    /// The state shared with other replicas, when `state.redis` is set.
+    pub fn shared(&self) -> Option<&Arc<SharedState>> {
+        self.shared.as_ref()
+    }
+
 
     pub fn authenticator(&self) -> &Authenticator {
         &self.authenticator
     }
 
+    /// The signer of SPEC §6's tokens, when `tokens` is configured.
+    pub fn mint(&self) -> Option<&Arc<TokenMint>> {
+        self.mint.as_ref()
+    }
+
     /// The user context of a verified user token (SPEC §5): what policy reads as
     /// `user.*` and what headers and issued tokens carry. Every path that needs a
     /// user's context (checks, token exchange) goes through here.
-    pub fn user_for(&self, token: &VerifiedToken) -> User {
-        User::from_claims(&token.issuer, &token.subject, token.claims.clone())
+    pub async fn user_for(&self, token: &VerifiedToken) -> Result<User, UserError> {
+        let from_claims = || User::from_claims(&token.issuer, &token.subject, token.claims.clone());
+        if self.directory.is_claims() {
+            return Ok(from_claims());
+        }
+        match self.directory.lookup(&token.subject).await? {
+            Lookup::Found(fields) => Ok(User {
+                issuer: token.issuer.clone(),
+                subject: token.subject.clone(),
+                claims: token.claims.clone(),
+                fields: (*fields).clone(),
+            }),
+            Lookup::Deleted => Err(UserError::Deleted),
+            Lookup::Unknown => match self.directory.config().on_unknown {
+                OnUnknown::Claims => Ok(from_claims()),
+                OnUnknown::Deny => Err(UserError::Unknown),
+            },
+        }
     }
 }
 
@@ -202,10 +292,39 @@ impl Authorizer {
                 );
             }
         };
+        let caller = match engine.east_west.caller(request) {
+            Ok(caller) => caller,
+            Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),
+        };
         let principal = match engine.authenticator.authenticate(request).await {
-            Ok(Authentication::Anonymous) => Principal::Anonymous,
-            Ok(Authentication::Token(token)) => Principal::User(engine.user_for(&token)),
+            Ok(Authentication::Anonymous) => caller.without_token(),
+            Ok(Authentication::Token(token))
+                if engine.authenticator.kind_of(&token.issuer) == Some(IssuerKind::Service) =>
+            {
+                caller.with_service_token(&token)
+            }
+            Ok(Authentication::Token(token)) => match engine.user_for(&token).await {
+                Ok(user) => caller.with_user(user),
+                Err(UserError::Unavailable(e)) => {
+                    // The detail (maybe an SQL error) is logged, never sent.
+                    tracing::warn!(request_id = %rid, error = %e, "no decision: user directory unavailable");
+                    let answer = Answer::deny(
+                        DenyKind::Unavailable,
+                        "the user directory is unavailable; try again shortly",
+                        rid,
+                    );
+                    return (answer, "directory".into(), "user");
+                }
+                Err(e) => {
+                    let answer = Answer::deny(DenyKind::InvalidCredentials, &e.to_string(), rid);
+                    return (answer, "directory".into(), "user");
+                }
+            },
             Err(e) => return (token_error(&e, rid), "authentication".into(), "invalid"),
+        };
+        let principal = match principal {
+            Ok(principal) => principal,
+            Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),
         };
         let policy = self.policy.load();
         let decision = decide(
@@ -228,10 +347,22 @@ impl Authorizer {
                 })
                 .inc();
         }
-        let answer =
+        let mut answer =
             Answer::for_decision(&decision, &engine.headers, request, &principal, request_id);
+        if let Some(header) = caller.untrusted_header() {
+            answer.remove_header(header);
+        }
+        if let Some(mint) = &engine.mint {
+            mint.seal(&mut answer, &engine.headers, &principal, decision.forward_user);
+        }
         (answer, decision.rule_name().to_owned(), principal.kind())
     }
+}
+
+/// An identity that is presented but not accepted (mTLS, service token, internal
+/// token): 401 with the reason.
+fn identity_error(error: &IdentityError, request_id: &str) -> Answer {
+    Answer::deny(DenyKind::InvalidCredentials, &error.to_string(), request_id)
 }
 
 fn token_error(error: &TokenError, request_id: &str) -> Answer {

@@ -45,6 +45,15 @@ pub struct Metrics {
     pub jwks_fetches: Family<FetchLabels, Counter>,
     pub cache: Family<CacheLabels, Counter>,
     pub policy_reloads: Family<ResultLabels, Counter>,
+    pub directory_queries: Family<ResultLabels, Counter>,
+    pub directory_query_duration: Histogram,
+    pub webhooks: Family<WebhookLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: &'static str,
+    pub result: &'static str,
 }
 
 impl Default for Metrics {
@@ -87,8 +96,29 @@ impl Default for Metrics {
             "Policy loads and reloads by result",
             policy_reloads.clone(),
         );
+        let directory_queries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "portcullis_directory_queries",
+            "User directory backend queries by result (success/error)",
+            directory_queries.clone(),
+        );
+        let directory_query_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "portcullis_directory_query_duration_seconds",
+            "Time of one user directory backend query",
+            directory_query_duration.clone(),
+        );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "portcullis_webhooks",
+            "Webhook deliveries by webhook and result",
+            webhooks.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            directory_queries,
+            directory_query_duration,
+            webhooks,
             decisions,
             observed,
             check_duration,

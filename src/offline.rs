@@ -96,6 +96,7 @@ impl RequestSpec {
                 .iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect::<HashMap<_, _>>(),
+            ..AuthzRequest::default()
         }
     }
 }

@@ -40,6 +40,18 @@ impl Principal {
             _ => None,
         }
     }
+
+    /// The user a rule sees (`from.users`, `user.*`, the user headers): the
+    /// principal's own, or — only under a rule with `forward_user: true` — the
+    /// user an authenticated service says it calls for (SPEC §7). Without that,
+    /// a service's word about a user counts for nothing.
+    pub fn user_seen(&self, forward_user: bool) -> Option<&User> {
+        match self {
+            Principal::User(user) => Some(user),
+            Principal::Service(service) if forward_user => service.on_behalf_of.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// A calling workload, identified by its SPIFFE ID.
@@ -53,6 +65,12 @@ pub struct Service {
     pub namespace: Option<String>,
     /// True when the identity comes from an mTLS peer certificate (not a token).
     pub mtls: bool,
+    /// The end user the call is made for, as the caller passed it on (its
+    /// `x-user-*` headers or portcullis' internal token). Seen by policy and
+    /// passed upstream only under a rule with `forward_user: true`
+    /// ([`Principal::user_seen`]); never part of `service.*`.
+    #[serde(skip)]
+    pub on_behalf_of: Option<Box<User>>,
 }
 
 impl Service {
@@ -74,6 +92,7 @@ impl Service {
             name,
             namespace,
             mtls,
+            on_behalf_of: None,
         }
     }
 }
@@ -86,7 +105,7 @@ pub struct Webhook {
 }
 
 /// A verified end user: the token's claims and the user directory's fields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The configured name of the issuer that signed the token.
     pub issuer: String,

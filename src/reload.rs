@@ -146,7 +146,16 @@ fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Opti
             "listener addresses changed in the config: restart portcullis to apply them"
         );
     }
-    authorizer.set_engine(Engine::build(&new, authorizer.metrics()));
+    let engine = match Engine::build(&new, authorizer.metrics()) {
+        Ok(engine) => engine,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed; the previous config stays in force");
+            authorizer.set_reload_error(Some(format!("config reload failed: {e}")));
+            count(authorizer, "error");
+            return None;
+        }
+    };
+    authorizer.set_engine(engine);
     authorizer.set_policy(Arc::clone(&new.policy));
     authorizer.set_reload_error(None);
     count(authorizer, "success");

@@ -14,6 +14,24 @@ pub struct AuthzRequest {
     pub path: String,
     /// Request headers, names lower-cased; repeated headers joined with `,`.
     pub headers: HashMap<String, String>,
+    /// The hop that sent the request to Envoy, as Envoy authenticated it.
+    pub source: Source,
+}
+
+/// What Envoy knows about the connection the request arrived on (east-west, SPEC
+/// §4). Envoy verified the peer's certificate itself; these fields are only as
+/// trustworthy as the Envoy asking, which is why portcullis re-checks the SVID
+/// rules on the certificate it is shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// `attributes.source.principal`: the peer's identity from its verified client
+    /// certificate (the URI SAN for an SVID); empty without mTLS.
+    pub principal: String,
+    /// `attributes.source.certificate`: the peer's certificate as URL-encoded PEM
+    /// (ext_authz `include_peer_certificate: true`); empty when not sent.
+    pub certificate: String,
+    /// Whether the hop was TLS (`tls_session` sent, or a peer identity present).
+    pub tls: bool,
 }
 
 impl AuthzRequest {
@@ -57,6 +75,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..AuthzRequest::default()
         }
     }
 

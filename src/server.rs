@@ -26,6 +26,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
+    #[error("user directory: {0}")]
+    Directory(String),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC listener TLS: {0}")]
@@ -69,10 +71,14 @@ impl Server {
             .get_or_create(&crate::metrics::ResultLabels { result: "success" })
             .inc();
         let authorizer = Arc::new(Authorizer::new(
-            Engine::build(config, &metrics),
+            Engine::build(config, &metrics).map_err(|e| ServeError::Directory(e.0))?,
             Arc::clone(&config.policy),
             metrics,
         ));
+        // Evictions published by other replicas (SPEC §5).
+        if let Some(url) = &config.redis {
+            refreshers.push(crate::state::spawn_subscriber(url, Arc::clone(&authorizer))?);
+        }
         // Hot reload of the policy file and the config file (SPEC §7).
         refreshers.push(crate::reload::spawn(
             crate::reload::Watched::of(config),

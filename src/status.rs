@@ -17,6 +17,8 @@ pub struct Status {
     pub version: &'static str,
     pub policy_rules: usize,
     pub issuers: Vec<IssuerStatus>,
+    /// Whether the user directory answers (always true for `claims`).
+    pub directory_reachable: bool,
     /// Why the last policy/config reload failed; the previous one still serves,
     /// so this does not make the process unready.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -24,7 +26,7 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn of(authorizer: &Authorizer) -> Status {
+    pub async fn of(authorizer: &Authorizer) -> Status {
         let engine = authorizer.engine();
         let issuers: Vec<IssuerStatus> = engine
             .authenticator()
@@ -39,8 +41,10 @@ impl Status {
                 }
             })
             .collect();
+        let directory_reachable = engine.directory().ping().await;
         Status {
-            ready: issuers.iter().all(|i| i.keys_loaded),
+            ready: issuers.iter().all(|i| i.keys_loaded) && directory_reachable,
+            directory_reachable,
             version: env!("CARGO_PKG_VERSION"),
             policy_rules: authorizer.policy().rules().len(),
             issuers,

@@ -74,6 +74,30 @@ impl TokenSigner {
         }
     }
 
+    /// Loads the key in `tokens_dir` without ever creating one (the server's
+    /// `tokens.key_dir`: a missing key is a config error, not a new identity).
+    pub fn load(tokens_dir: &Path) -> Result<TokenSigner, IssueError> {
+        let path = key_path(tokens_dir);
+        let pem = std::fs::read_to_string(&path).map_err(IssueError::io(&path))?;
+        let key = KeyPair::from_pem(&pem).map_err(|e| IssueError::BadPem {
+            path: path.clone(),
+            what: "ES256 signing key",
+            reason: e.to_string(),
+        })?;
+        TokenSigner::from_key(&key, &path)
+    }
+
+    /// Signs `claims` as a compact JWS (ES256, `kid` = the key's thumbprint,
+    /// `typ` = `typ`). The caller chooses every claim.
+    pub fn sign(&self, claims: &Value, typ: &str) -> Result<String, IssueError> {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.into());
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.key_pem.as_bytes())
+            .map_err(|e| IssueError::Sign(e.to_string()))?;
+        jsonwebtoken::encode(&header, claims, &key).map_err(|e| IssueError::Sign(e.to_string()))
+    }
+
     fn from_key(key: &KeyPair, path: &Path) -> Result<TokenSigner, IssueError> {
         // An uncompressed P-256 point: 0x04 || x (32) || y (32).
         let raw = key.public_key_raw();
@@ -137,12 +161,7 @@ impl TokenSigner {
             "exp": iat + ttl.as_secs(),
             "jti": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
         });
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(self.key_pem.as_bytes())
-            .map_err(|e| IssueError::Sign(e.to_string()))?;
-        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| IssueError::Sign(e.to_string()))
+        self.sign(&claims, "JWT")
     }
 }
 

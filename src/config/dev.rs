@@ -1,7 +1,8 @@
 //! The embedded dev defaults (SPEC §3): `portcullis serve` with no `--config`.
 //! Listeners on 127.0.0.1, an HS256 dev issuer whose secret lives in
-//! `.portcullis-dev/secret` (created once, printed at start), demo tokens for a
-//! USER and an ADMIN, and the quick-start policy.
+//! `.portcullis-dev/secret` (created once, printed at start), a SQLite user
+//! directory `.portcullis-dev/portcullis-dev.db` seeded with two demo users (a
+//! USER and an ADMIN), a demo token for each, and the quick-start policy.
 
 use super::{Config, Error};
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -27,11 +28,20 @@ issuers:
     leeway: 30s
     credentials: [{ header: authorization }, { cookie: __session }]
 users:
-  source: claims
+  source: sqlite://portcullis-dev.db
+  query: SELECT id, role, channel_id FROM users WHERE clerk_id = $1
+  cache: { ttl: 5m, negative_ttl: 30s, max_entries: 100000 }
+  on_unknown: deny
 headers:
   strip_prefixes: [x-user-, x-service-, x-portcullis-]
-  user: { x-user-id: user.id, x-user-role: user.role }
+  user: { x-user-id: user.id, x-user-role: user.role, x-user-channel-id: user.channel_id, x-user-clerk-id: token.sub }
 ";
+
+/// The demo users: (clerk_id = token subject, id, role, channel_id).
+pub const DEMO_USERS: [(&str, &str, &str, &str); 2] = [
+    ("demo-user", "1", "USER", "channel-1"),
+    ("demo-admin", "2", "ADMIN", "channel-2"),
+];
 
 /// A demo user and a token for it.
 pub struct DemoToken {
@@ -67,12 +77,16 @@ pub fn setup(dir: &Path) -> Result<DevSetup, Error> {
             secret
         }
     };
+    seed_directory(&dir.join("portcullis-dev.db")).map_err(|e| Error::Read {
+        file: dir.join("portcullis-dev.db").display().to_string(),
+        reason: e,
+    })?;
     let config = Config::parse("<embedded dev config>", CONFIG, dir, Some(POLICY))?;
     let now = crate::identity::token_cache::unix_now();
     let key = EncodingKey::from_secret(secret.as_bytes());
-    let tokens: Vec<DemoToken> = [("demo-user", "USER"), ("demo-admin", "ADMIN")]
+    let tokens: Vec<DemoToken> = DEMO_USERS
         .into_iter()
-        .map(|(subject, role)| {
+        .map(|(subject, _, role, _)| {
             let claims = serde_json::json!({
                 "iss": DEV_ISSUER, "sub": subject, "role": role,
                 "iat": now, "nbf": now, "exp": now + 24 * 3600,
@@ -96,6 +110,45 @@ pub fn setup(dir: &Path) -> Result<DevSetup, Error> {
         dir: dir.to_owned(),
         secret,
         tokens,
+    })
+}
+
+/// Creates the demo SQLite directory if it is missing (an existing one is kept,
+/// with whatever the developer changed in it).
+fn seed_directory(path: &Path) -> Result<(), String> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::ConnectOptions;
+    if path.exists() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut db = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query(
+            "CREATE TABLE users (id TEXT PRIMARY KEY, clerk_id TEXT UNIQUE NOT NULL, role TEXT NOT NULL, channel_id TEXT)",
+        )
+        .execute(&mut db)
+        .await
+        .map_err(|e| e.to_string())?;
+        for (clerk_id, id, role, channel) in DEMO_USERS {
+            sqlx::query("INSERT INTO users (id, clerk_id, role, channel_id) VALUES ($1, $2, $3, $4)")
+                .bind(id)
+                .bind(clerk_id)
+                .bind(role)
+                .bind(channel)
+                .execute(&mut db)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     })
 }
 

@@ -3,14 +3,18 @@
 
 pub mod dev;
 mod duration;
+mod east_west;
 mod raw;
 
 pub use duration::ConfigDuration;
+pub use east_west::{ServiceField, TokensConfig};
 
 use crate::identity::{
-    claims::ClaimRules, jwks::JwksTiming, keys::KeySet, keys::VerificationKey, Algorithm,
-    Credential, IssuerKind,
+    claims::ClaimRules, jwks::JwksTiming, keys::KeySet, keys::VerificationKey,
+    mtls::MtlsSettings, Algorithm, Credential, IssuerKind,
 };
+use crate::directory::{DirectoryConfig, OnUnknown, Source};
+use crate::identity::svix::WebhookSecret;
 use crate::policy::{LoadOptions, Policy};
 use crate::yaml::{line_of, render, Key};
 use raw::{RawConfig, RawCredential, RawIssuer, RawIssuerKind};
@@ -51,6 +55,10 @@ pub struct Config {
     pub trust_domain: String,
     pub issuers: Vec<IssuerConfig>,
     pub headers: HeadersConfig,
+    /// Where callers' mTLS identities come from, and the accepted trust domains.
+    pub mtls: MtlsSettings,
+    /// The signing key of the tokens portcullis signs (SPEC §6), when configured.
+    pub tokens: Option<TokensConfig>,
     /// The config file itself; `None` for the embedded dev defaults.
     pub source_file: Option<PathBuf>,
     /// The policy file; `None` with the embedded dev policy.
@@ -59,6 +67,12 @@ pub struct Config {
     pub policy: Arc<Policy>,
     /// What the policy is checked against (also on reload).
     pub policy_options: LoadOptions,
+    /// The user directory (`users:`).
+    pub users: DirectoryConfig,
+    /// The Clerk webhook signing secret (`webhooks.clerk`).
+    pub clerk_webhook: Option<WebhookSecret>,
+    /// Shared state for all replicas (`state.redis`).
+    pub redis: Option<String>,
 }
 
 /// `server.tls`: the files of the gRPC listener's TLS identity, absolute or
@@ -98,7 +112,12 @@ pub struct HeadersConfig {
     pub strip_prefixes: Vec<String>,
     /// Header name → context field, set on requests with a user principal.
     pub user: Vec<(String, ContextField)>,
+    /// Header name → caller field, set on requests with a service principal.
+    pub service: Vec<(String, ServiceField)>,
     pub request_id: String,
+    /// Also forward the context as a signed JWT (SPEC §6), and accept it as the
+    /// user context on east-west calls instead of `x-user-*` headers.
+    pub internal_token: bool,
 }
 
 impl Default for HeadersConfig {
@@ -113,7 +132,12 @@ impl Default for HeadersConfig {
                 ("x-user-id".into(), ContextField::User("id".into())),
                 ("x-user-role".into(), ContextField::User("role".into())),
             ],
+            service: vec![
+                ("x-service-name".into(), ServiceField::Name),
+                ("x-caller-spiffe-id".into(), ServiceField::SpiffeId),
+            ],
             request_id: "x-request-id".into(),
+            internal_token: false,
         }
     }
 }
@@ -183,20 +207,28 @@ impl Config {
             .collect::<Vec<_>>();
         v.unique_issuers(&raw.issuers);
         let headers = v.headers(&raw.headers);
-        v.users(&raw.users);
-        for (key, present, what) in [
-            ("mtls", raw.mtls.is_some(), "mTLS identities"),
-            ("webhooks", raw.webhooks.is_some(), "webhooks"),
-            ("state", raw.state.is_some(), "shared state (Redis)"),
-        ] {
-            if present {
+        let users = v.users(&raw.users, base);
+        let clerk_webhook = v.webhooks(&raw.webhooks, base);
+        let redis = raw.state.redis.clone();
+        if let Some(url) = &redis {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 v.error(
-                    &[Key::field(key)],
-                    format!(
-                        "{what} are not supported by this version of portcullis; remove `{key}`"
-                    ),
+                    &[Key::field("state"), Key::field("redis")],
+                    format!("{url:?} is not a Redis URL: write redis://HOST:PORT"),
                 );
             }
+        }
+        let trust = v.trust_domains(&raw.trust_domain, &raw.federated_trust_domains);
+        let mtls = trust.as_ref().map(|trust| v.mtls(raw.mtls.as_ref(), trust));
+        let tokens = match (&raw.tokens, &trust) {
+            (Some(tokens), Some(trust)) => v.tokens(tokens, &trust.ours, base),
+            _ => None,
+        };
+        if headers.internal_token && raw.tokens.is_none() {
+            v.error(
+                &[Key::field("headers"), Key::field("internal_token")],
+                "internal tokens are signed with the `tokens` key: add `tokens: { key_dir: certs/tokens }`".into(),
+            );
         }
         let tls = raw.server.tls.as_ref().and_then(|tls| v.tls(tls, base));
         if raw.server.grpc_listen == raw.server.http_listen && raw.server.grpc_listen.port() != 0 {
@@ -207,6 +239,7 @@ impl Config {
         }
         let policy_options = LoadOptions {
             trust_domain: raw.trust_domain.clone(),
+            federated_trust_domains: raw.federated_trust_domains.clone(),
         };
         let (policy_file, policy) = match (&raw.policy, embedded_policy) {
             (Some(p), _) => {
@@ -234,8 +267,8 @@ impl Config {
                 (None, None)
             }
         };
-        match (v.errors.is_empty(), policy) {
-            (true, Some(policy)) => Ok(Config {
+        match (v.errors.is_empty(), policy, mtls) {
+            (true, Some(policy), Some(mtls)) => Ok(Config {
                 grpc_listen: raw.server.grpc_listen,
                 http_listen: raw.server.http_listen,
                 tls,
@@ -243,9 +276,14 @@ impl Config {
                 source_file: None,
                 issuers,
                 headers,
+                mtls,
+                tokens,
                 policy_file,
                 policy: Arc::new(policy),
                 policy_options,
+                users,
+                clerk_webhook,
+                redis,
             }),
             _ => Err(Error::Invalid(v.errors)),
         }
@@ -324,7 +362,13 @@ impl Validator<'_> {
             self.error(&at("algorithms"), "HS256/384/512 need a shared secret (secret_env or secret_file), never a JWKS: a public key used as an HMAC secret is the classic algorithm-confusion attack".into());
         }
         if raw.kind == RawIssuerKind::Service {
-            self.error(&at("kind"), "service-token issuers are not supported by this version of portcullis; use `kind: user`".into());
+            // JWT-SVID shape (SPEC §4): asymmetric algorithms only, `aud` required.
+            if raw.algorithms.iter().any(|a| !east_west::is_jwt_svid_algorithm(*a)) {
+                self.error(&at("algorithms"), "service tokens are JWT-SVIDs: use RS256/384/512, PS256/384/512 or ES256/384".into());
+            }
+            if raw.audiences.is_empty() {
+                self.error(&at("audiences"), "service tokens must name their audience: list ours, e.g. [spiffe://example.org]".into());
+            }
         }
         let leeway = self.duration(&at("leeway"), &raw.leeway, DEFAULT_LEEWAY);
         let credentials = match &raw.credentials {
@@ -526,18 +570,7 @@ impl Validator<'_> {
                 ),
             }
         }
-        if !raw.service.is_empty() {
-            self.error(
-                &[Key::field("headers"), Key::field("service")],
-                "service context headers are not supported by this version of portcullis".into(),
-            );
-        }
-        if raw.internal_token {
-            self.error(
-                &[Key::field("headers"), Key::field("internal_token")],
-                "internal tokens are not supported by this version of portcullis".into(),
-            );
-        }
+        let service = self.service_headers(&raw.service);
         for prefix in &raw.strip_prefixes {
             if prefix.is_empty() || prefix.to_ascii_lowercase() != *prefix {
                 self.error(
@@ -555,30 +588,73 @@ impl Validator<'_> {
         HeadersConfig {
             strip_prefixes: raw.strip_prefixes.clone(),
             user,
+            service,
             request_id: raw.request_id.clone(),
+            internal_token: raw.internal_token,
         }
     }
 
-    fn users(&mut self, raw: &raw::RawUsers) {
-        if raw.source != "claims" {
-            self.error(
-                &[Key::field("users"), Key::field("source")],
-                format!(
-                    "user directory {:?} is not supported by this version of portcullis; use `source: claims`",
-                    raw.source
-                ),
-            );
+    fn users(&mut self, raw: &raw::RawUsers, base: &Path) -> DirectoryConfig {
+        let at = |key: &str| [Key::field("users"), Key::field(key)];
+        let defaults = DirectoryConfig::default();
+        let source = match raw.source.as_str() {
+            "claims" => Source::Claims,
+            s if s.starts_with("sqlite://") => Source::Sqlite(base.join(&s["sqlite://".len()..])),
+            s if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+                if reqwest::Url::parse(s).is_ok_and(|u| u.password().is_some()) {
+                    self.error(&at("source"), "the PostgreSQL URL holds a password: secrets never go in the config text; drop it from the URL and set PGPASSWORD".into());
+                }
+                Source::Postgres(s.to_owned())
+            }
+            s if (s.starts_with("http://") || s.starts_with("https://")) && s.contains("{sub}") => {
+                Source::Http(s.to_owned())
+            }
+            other => {
+                self.error(&at("source"), format!("{other:?} is not a user directory: write claims, sqlite://PATH, postgres://HOST/DB or http(s)://HOST/users/{{sub}}"));
+                Source::Claims
+            }
+        };
+        let sql = matches!(source, Source::Sqlite(_) | Source::Postgres(_));
+        match (&raw.query, sql) {
+            (None, true) => self.error(&at("source"), "a SQL directory needs `users.query`, e.g. SELECT id, role FROM users WHERE clerk_id = $1".into()),
+            (Some(_), false) => self.error(&at("query"), "`users.query` only applies to sqlite:// and postgres:// sources".into()),
+            _ => {}
         }
-        for (key, present) in [
-            ("query", raw.query.is_some()),
-            ("cache", raw.cache.is_some()),
-            ("on_unknown", raw.on_unknown.is_some()),
-        ] {
-            if present {
-                self.error(
-                    &[Key::field("users"), Key::field(key)],
-                    format!("`users.{key}` applies to a database directory, which this version does not support; remove it"),
-                );
+        let cache = raw.cache.as_ref();
+        let cache_key = |key: &str| [Key::field("users"), Key::field("cache"), Key::field(key)];
+        DirectoryConfig {
+            source,
+            query: raw.query.clone(),
+            ttl: self.duration(&cache_key("ttl"), &cache.and_then(|c| c.ttl.clone()), defaults.ttl),
+            negative_ttl: self.duration(&cache_key("negative_ttl"), &cache.and_then(|c| c.negative_ttl.clone()), defaults.negative_ttl),
+            max_entries: cache.and_then(|c| c.max_entries).unwrap_or(defaults.max_entries),
+            on_unknown: match raw.on_unknown {
+                None | Some(raw::RawOnUnknown::Deny) => OnUnknown::Deny,
+                Some(raw::RawOnUnknown::Claims) => OnUnknown::Claims,
+            },
+            timeout: self.duration(&at("timeout"), &raw.timeout, defaults.timeout),
+        }
+    }
+
+    fn webhooks(&mut self, raw: &raw::RawWebhooks, base: &Path) -> Option<WebhookSecret> {
+        let clerk = raw.clerk.as_ref()?;
+        let at = |key: &str| [Key::field("webhooks"), Key::field("clerk"), Key::field(key)];
+        let (key, secret) = match (&clerk.secret_env, &clerk.secret_file) {
+            (Some(var), None) => ("secret_env", std::env::var(var).map_err(|_| format!("environment variable {var} is not set: export the Clerk webhook signing secret (whsec_...) there"))),
+            (None, Some(file)) => {
+                let path = base.join(file);
+                ("secret_file", std::fs::read_to_string(&path).map(|s| s.trim().to_owned()).map_err(|e| format!("cannot read {}: {e}", path.display())))
+            }
+            _ => {
+                self.error(&[Key::field("webhooks"), Key::field("clerk")], "give exactly one of secret_env, secret_file".into());
+                return None;
+            }
+        };
+        match secret.and_then(|s| WebhookSecret::parse(&s)) {
+            Ok(secret) => Some(secret),
+            Err(why) => {
+                self.error(&at(key), why);
+                None
             }
         }
     }

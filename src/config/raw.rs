@@ -20,11 +20,18 @@ pub struct RawConfig {
     #[serde(default)]
     pub headers: RawHeaders,
     pub policy: Option<String>,
+    /// Other trust domains whose SPIFFE IDs are accepted (SPEC §4).
+    #[serde(default)]
+    pub federated_trust_domains: Vec<String>,
+    pub mtls: Option<super::east_west::RawMtls>,
+    /// The signing key of the tokens portcullis signs (SPEC §6).
+    pub tokens: Option<super::east_west::RawTokens>,
     // Spec'd keys whose features arrive later: read so that an error says so
     // instead of "unknown field".
-    pub mtls: Option<serde_yaml_ng::Value>,
-    pub webhooks: Option<serde_yaml_ng::Value>,
-    pub state: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub webhooks: RawWebhooks,
+    #[serde(default)]
+    pub state: RawState,
 }
 
 fn default_trust_domain() -> String {
@@ -121,8 +128,46 @@ pub struct RawUsers {
     #[serde(default = "default_source")]
     pub source: String,
     pub query: Option<String>,
-    pub cache: Option<serde_yaml_ng::Value>,
-    pub on_unknown: Option<String>,
+    pub cache: Option<RawUserCache>,
+    pub on_unknown: Option<RawOnUnknown>,
+    /// Timeout of one directory lookup (default 2s).
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserCache {
+    pub ttl: Option<String>,
+    pub negative_ttl: Option<String>,
+    pub max_entries: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOnUnknown {
+    Deny,
+    Claims,
+}
+
+/// `webhooks:` — senders whose Svix signatures portcullis verifies.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhooks {
+    pub clerk: Option<RawWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+}
+
+/// `state:` — shared by all replicas.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub redis: Option<String>,
 }
 
 fn default_source() -> String {
@@ -136,6 +181,7 @@ impl Default for RawUsers {
             query: None,
             cache: None,
             on_unknown: None,
+            timeout: None,
         }
     }
 }
@@ -147,7 +193,7 @@ pub struct RawHeaders {
     pub strip_prefixes: Vec<String>,
     #[serde(default = "default_user_headers")]
     pub user: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default = "default_service_headers")]
     pub service: BTreeMap<String, String>,
     #[serde(default = "default_request_id")]
     pub request_id: String,
@@ -160,7 +206,7 @@ impl Default for RawHeaders {
         Self {
             strip_prefixes: default_strip_prefixes(),
             user: default_user_headers(),
-            service: BTreeMap::new(),
+            service: default_service_headers(),
             request_id: default_request_id(),
             internal_token: false,
         }
@@ -178,6 +224,17 @@ fn default_user_headers() -> BTreeMap<String, String> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
+}
+
+/// SPEC §3: the caller's name and SPIFFE ID.
+fn default_service_headers() -> BTreeMap<String, String> {
+    [
+        ("x-service-name", "service.name"),
+        ("x-caller-spiffe-id", "service.spiffe_id"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 fn default_request_id() -> String {

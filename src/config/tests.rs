@@ -104,7 +104,7 @@ fn unknown_keys_and_bad_values_name_the_line() {
         ("issuers:\n  - name: a\n    kind: robot\n", "portcullis.yaml:3:", "unknown variant `robot`"),
         ("issuers:\n  - name: a\n    kind: user\n    issuer: i\n    secret_env: X\n    algorithms: [HS256]\n    leeway: 30 seconds\npolicy: policy.yaml\n", "portcullis.yaml:7:", "invalid duration"),
         ("server:\n  grpc_listen: nowhere\n", "portcullis.yaml:2:", "invalid socket address"),
-        ("users:\n  source: sqlite://users.db\npolicy: policy.yaml\n", "portcullis.yaml:2:", "not supported"),
+        ("users:\n  source: sqlite://users.db\npolicy: policy.yaml\n", "portcullis.yaml:2:", "needs `users.query`"),
         ("trust_domain: example.org\n", "portcullis.yaml", "`policy:` is required"),
     ];
     for (text, at, what) in cases {

@@ -7,7 +7,7 @@
 
 use crate::answer::Answer;
 use crate::authorizer::Authorizer;
-use crate::request::AuthzRequest;
+use crate::request::{AuthzRequest, Source};
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
@@ -63,11 +63,25 @@ impl From<&CheckRequest> for AuthzRequest {
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
                 .collect(),
         };
+        let attributes = check.attributes.as_ref();
+        let peer = attributes.and_then(|a| a.source.as_ref());
+        let principal = peer.map(|p| p.principal.clone()).unwrap_or_default();
+        let certificate = peer.map(|p| p.certificate.clone()).unwrap_or_default();
+        // `tls_session` is sent only with `include_tls_session`; a peer identity or
+        // certificate also means the hop was TLS.
+        let tls = attributes.is_some_and(|a| a.tls_session.is_some())
+            || !principal.is_empty()
+            || !certificate.is_empty();
         AuthzRequest {
             method: http.method.clone(),
             host: http.host.clone(),
             path: http.path.clone(),
             headers,
+            source: Source {
+                principal,
+                certificate,
+                tls,
+            },
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The HTTP listener (SPEC §3, §9): `/healthz`, `/readyz`, `/metrics`. Handlers
 //! only convert; decisions and status come from the shared core.
 
+mod webhooks;
+
 use crate::authorizer::Authorizer;
 use crate::status::Status;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
@@ -11,6 +13,11 @@ pub fn router(authorizer: Arc<Authorizer>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/webhooks/clerk",
+            axum::routing::post(webhooks::clerk)
+                .layer(axum::extract::DefaultBodyLimit::max(webhooks::MAX_BODY)),
+        )
         .with_state(authorizer)
 }
 
@@ -19,7 +26,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(authorizer): State<Arc<Authorizer>>) -> impl IntoResponse {
-    let status = Status::of(&authorizer);
+    let status = Status::of(&authorizer).await;
     let code = if status.ready {
         StatusCode::OK
     } else {

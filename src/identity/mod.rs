@@ -3,14 +3,19 @@
 //! This room may do I/O (JWKS fetches); policy never does.
 
 pub mod algorithm;
+pub mod caller;
 pub mod claims;
+pub mod context_token;
 mod error;
 pub mod issuer;
 pub mod jwks;
 pub mod jws;
 pub mod keys;
+pub mod mtls;
 pub mod spiffe;
+pub mod svix;
 pub mod token_cache;
+pub mod xfcc;
 
 pub use algorithm::Algorithm;
 pub use error::TokenError;
@@ -50,6 +55,11 @@ impl Authenticator {
 
     pub fn issuers(&self) -> &[Issuer] {
         &self.issuers
+    }
+
+    /// The kind of the issuer configured under `name`.
+    pub fn kind_of(&self, name: &str) -> Option<IssuerKind> {
+        self.issuers.iter().find(|i| i.name == name).map(|i| i.kind)
     }
 
     /// Finds and verifies the request's token. The first credential location (in

@@ -88,12 +88,22 @@ impl Condition {
         &self.params
     }
 
-    /// Evaluates the condition for `ctx` with the rule's path captures.
-    pub fn evaluate(&self, ctx: &Context<'_>, params: &[(String, String)]) -> Verdict {
-        let (user, token, service) = match ctx.principal {
-            Principal::User(user) => (Some(&user.fields), Some(&user.claims), None),
-            Principal::Service(service) => (None, None, Some(service)),
-            Principal::Anonymous | Principal::Webhook(_) => (None, None, None),
+    /// Evaluates the condition for `ctx` with the rule's path captures. `user` is
+    /// the user the rule sees ([`Principal::user_seen`]): a service's forwarded
+    /// user only under `forward_user: true`.
+    pub fn evaluate(
+        &self,
+        ctx: &Context<'_>,
+        user: Option<&crate::principal::User>,
+        params: &[(String, String)],
+    ) -> Verdict {
+        let service = match ctx.principal {
+            Principal::Service(service) => Some(service),
+            _ => None,
+        };
+        let (user, token) = match user {
+            Some(user) => (Some(&user.fields), Some(&user.claims)),
+            None => (None, None),
         };
         if (self.needs_user && user.is_none()) || (self.needs_service && service.is_none()) {
             return Verdict::NotApplicable;

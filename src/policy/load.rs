@@ -28,14 +28,17 @@ impl fmt::Display for PolicyError {
 /// What a policy is checked against while loading.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// `services` patterns must name this SPIFFE trust domain.
+    /// `services` patterns must name this SPIFFE trust domain...
     pub trust_domain: String,
+    /// ...or one of these federated ones (`federated_trust_domains`).
+    pub federated_trust_domains: Vec<String>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             trust_domain: "example.org".into(),
+            federated_trust_domains: Vec::new(),
         }
     }
 }
@@ -205,6 +208,14 @@ struct RawSourceMap {
     namespaces: Vec<String>,
     #[serde(default)]
     webhooks: Vec<String>,
+    /// `mtls: required`: only a service proven by its mTLS certificate matches.
+    mtls: Option<RawMtls>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawMtls {
+    Required,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -359,7 +370,8 @@ fn compile_rule(raw: &RawRule, options: &LoadOptions) -> Result<Rule, Problems> 
         let empty = map.users.is_none()
             && map.services.is_empty()
             && map.namespaces.is_empty()
-            && map.webhooks.is_empty();
+            && map.webhooks.is_empty()
+            && map.mtls.is_none();
         if empty {
             problems.push((
                 vec![Key::field("from")],
@@ -369,7 +381,14 @@ fn compile_rule(raw: &RawRule, options: &LoadOptions) -> Result<Rule, Problems> 
         }
         let mut services = Vec::new();
         for pattern in &map.services {
-            match SpiffePattern::parse(pattern, &options.trust_domain) {
+            let federated = options.federated_trust_domains.iter().find(|td| {
+                pattern
+                    .strip_prefix("spiffe://")
+                    .and_then(|rest| rest.strip_prefix(td.as_str()))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            });
+            let trust_domain = federated.unwrap_or(&options.trust_domain);
+            match SpiffePattern::parse(pattern, trust_domain) {
                 Ok(p) => services.push(p),
                 Err(e) => problems.push((at("services"), e.to_string())),
             }
@@ -384,6 +403,7 @@ fn compile_rule(raw: &RawRule, options: &LoadOptions) -> Result<Rule, Problems> 
             services,
             namespaces: map.namespaces.clone(),
             webhooks: map.webhooks.clone(),
+            mtls_required: map.mtls == Some(RawMtls::Required),
         }));
     }
     let when = match &raw.when {

@@ -97,13 +97,17 @@ pub enum Source {
     Match(SourceMatch),
 }
 
-/// `from: { users: {...}, services: [...], namespaces: [...], webhooks: [...] }`.
+/// `from: { users: {...}, services: [...], namespaces: [...], webhooks: [...],
+/// mtls: required }`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceMatch {
     pub users: Option<UserMatch>,
     pub services: Vec<SpiffePattern>,
     pub namespaces: Vec<String>,
     pub webhooks: Vec<String>,
+    /// `mtls: required`: the service must be proven by its mTLS certificate; a
+    /// service token alone does not match.
+    pub mtls_required: bool,
 }
 
 /// `users: {...}`: every non-empty list must match.
@@ -314,10 +318,16 @@ impl Rule {
         if !(self.to.is_empty() || self.to.iter().any(|t| t.matches(ctx, params))) {
             return Outcome::ToMismatch;
         }
-        if !(self.from.is_empty() || self.from.iter().any(|s| s.matches(ctx.principal))) {
+        let from_ok = self.from.is_empty()
+            || self
+                .from
+                .iter()
+                .any(|s| s.matches(ctx.principal, self.forward_user));
+        if !from_ok {
             return Outcome::FromMismatch;
         }
-        match self.when.as_ref().map(|c| c.evaluate(ctx, params)) {
+        let user = ctx.principal.user_seen(self.forward_user);
+        match self.when.as_ref().map(|c| c.evaluate(ctx, user, params)) {
             None | Some(Verdict::True) => Outcome::Matched,
             Some(Verdict::False) => Outcome::WhenFalse,
             Some(Verdict::NotApplicable) => Outcome::WhenNotApplicable,
@@ -336,19 +346,20 @@ impl Target {
 }
 
 impl Source {
-    fn matches(&self, principal: &Principal) -> bool {
+    /// `forward_user`: the rule lets a service's forwarded user count as a user.
+    fn matches(&self, principal: &Principal, forward_user: bool) -> bool {
         match self {
             Source::Anyone => true,
             Source::Authenticated => !matches!(principal, Principal::Anonymous),
-            Source::Match(m) => m.matches(principal),
+            Source::Match(m) => m.matches(principal, forward_user),
         }
     }
 }
 
 impl SourceMatch {
-    fn matches(&self, principal: &Principal) -> bool {
+    fn matches(&self, principal: &Principal, forward_user: bool) -> bool {
         let users = self.users.as_ref().is_none_or(|want| {
-            principal.user().is_some_and(|user| {
+            principal.user_seen(forward_user).is_some_and(|user| {
                 let roles_ok = want.roles.is_empty()
                     || user.roles().any(|r| want.roles.iter().any(|w| w == r));
                 let permissions = user.permissions();
@@ -367,10 +378,12 @@ impl SourceMatch {
                 roles_ok && permissions_ok && ids_ok && issuers_ok
             })
         });
-        let wants_service = !self.services.is_empty() || !self.namespaces.is_empty();
+        let wants_service =
+            !self.services.is_empty() || !self.namespaces.is_empty() || self.mtls_required;
         let services = !wants_service
             || principal.service().is_some_and(|service| {
-                (self.services.is_empty()
+                (service.mtls || !self.mtls_required)
+                    && (self.services.is_empty()
                     || self.services.iter().any(|p| p.matches(&service.spiffe_id)))
                     && (self.namespaces.is_empty()
                         || service

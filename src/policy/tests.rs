@@ -49,6 +49,7 @@ fn request(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Au
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        ..AuthzRequest::default()
     }
 }
 

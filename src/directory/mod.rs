@@ -1,0 +1,254 @@
+//! The user directory (SPEC §5): a verified token's subject becomes the user
+//! context (`user.*`) — from SQLite, PostgreSQL, an HTTP users service, or the
+//! token's own claims — through a cache that coalesces concurrent lookups (one
+//! query per subject however many requests wait), expires entries (`ttl`,
+//! `negative_ttl`), and is told by Clerk webhooks to evict or tombstone a user.
+//!
+//! When the backend fails, cached entries keep serving and an uncached user gets
+//! [`DirectoryError`] (the check answers 503): never an allow.
+
+mod http;
+mod sql;
+
+use crate::metrics::{Metrics, ResultLabels};
+use moka::future::Cache;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use http::HttpBackend;
+pub use sql::SqlBackend;
+
+/// Where users come from (`users.source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// No lookup: the token's claims are the context.
+    Claims,
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL (the password may come from `PGPASSWORD`).
+    Postgres(String),
+    /// An HTTP users service; `{sub}` is replaced by the URL-encoded subject.
+    Http(String),
+}
+
+/// What to do with a verified token whose subject the directory does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnknown {
+    /// Refuse (401).
+    Deny,
+    /// Go on with the token's claims only.
+    Claims,
+}
+
+/// `users:` of the config, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectoryConfig {
+    pub source: Source,
+    /// The SQL query; its one parameter is the subject.
+    pub query: Option<String>,
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub max_entries: u64,
+    pub on_unknown: OnUnknown,
+    /// Timeout of one lookup.
+    pub timeout: Duration,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self {
+            source: Source::Claims,
+            query: None,
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(30),
+            max_entries: 100_000,
+            on_unknown: OnUnknown::Deny,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the directory says about a subject.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// The user's fields (column → value; NULL columns are absent).
+    Found(Arc<Map<String, Value>>),
+    /// No such user.
+    Unknown,
+    /// Deleted (a `user.deleted` webhook) and still in the backend: refused.
+    Deleted,
+}
+
+/// The directory could not answer: the check is answered 503. The detail is for
+/// logs only, never for the client (it may hold an SQL error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the user directory is unavailable: {0}")]
+pub struct DirectoryError(pub String);
+
+/// One backend query's answer.
+type Row = Option<Map<String, Value>>;
+
+enum Backend {
+    Claims,
+    Sql(SqlBackend),
+    Http(HttpBackend),
+}
+
+impl Backend {
+    async fn query(&self, subject: &str) -> Result<Row, DirectoryError> {
+        match self {
+            Backend::Claims => Ok(None),
+            Backend::Sql(sql) => sql.query(subject).await,
+            Backend::Http(http) => http.query(subject).await,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Cached {
+    Found(Arc<Map<String, Value>>),
+    Unknown,
+}
+
+struct ByKind {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl moka::Expiry<String, Cached> for ByKind {
+    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Cached::Found(_) => self.ttl,
+            Cached::Unknown => self.negative_ttl,
+        })
+    }
+}
+
+/// How long a `user.deleted` tombstone is remembered while the backend still has
+/// the user (the app deletes the row when it handles the same webhook).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The directory with its cache.
+pub struct UserDirectory {
+    backend: Backend,
+    config: DirectoryConfig,
+    cache: Cache<String, Cached>,
+    tombstones: moka::sync::Cache<String, ()>,
+    metrics: Arc<Metrics>,
+}
+
+impl UserDirectory {
+    /// Opens the backend. SQL pools connect lazily: start never blocks on the
+    /// database; readiness ([`UserDirectory::ping`]) and lookups find out.
+    pub fn open(config: DirectoryConfig, metrics: Arc<Metrics>) -> Result<Self, DirectoryError> {
+        let backend = match &config.source {
+            Source::Claims => Backend::Claims,
+            Source::Sqlite(_) | Source::Postgres(_) => Backend::Sql(SqlBackend::open(&config)?),
+            Source::Http(template) => Backend::Http(HttpBackend::new(template, config.timeout)),
+        };
+        let cache = Cache::builder()
+            .max_capacity(config.max_entries)
+            .expire_after(ByKind {
+                ttl: config.ttl,
+                negative_ttl: config.negative_ttl,
+            })
+            .build();
+        Ok(Self {
+            backend,
+            cache,
+            tombstones: moka::sync::Cache::builder()
+                .max_capacity(config.max_entries)
+                .time_to_live(TOMBSTONE_TTL)
+                .build(),
+            config,
+            metrics,
+        })
+    }
+
+    pub fn config(&self) -> &DirectoryConfig {
+        &self.config
+    }
+
+    /// True when the context comes from the token alone.
+    pub fn is_claims(&self) -> bool {
+        matches!(self.backend, Backend::Claims)
+    }
+
+    /// Looks `subject` up through the cache. Concurrent lookups of one uncached
+    /// subject share one backend query.
+    pub async fn lookup(&self, subject: &str) -> Result<Lookup, DirectoryError> {
+        let cached = match self.cache.get(subject).await {
+            Some(hit) => {
+                self.metrics.cache_lookup("user", true);
+                hit
+            }
+            None => {
+                self.metrics.cache_lookup("user", false);
+                self.cache
+                    .try_get_with(subject.to_owned(), self.query(subject))
+                    .await
+                    .map_err(|e| (*e).clone())?
+            }
+        };
+        let tombstoned = self.tombstones.contains_key(subject);
+        Ok(match cached {
+            Cached::Found(_) if tombstoned => Lookup::Deleted,
+            Cached::Found(fields) => Lookup::Found(fields),
+            Cached::Unknown => {
+                if tombstoned {
+                    // The backend caught up with the deletion.
+                    self.tombstones.invalidate(subject);
+                }
+                Lookup::Unknown
+            }
+        })
+    }
+
+    async fn query(&self, subject: &str) -> Result<Cached, DirectoryError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.config.timeout, self.backend.query(subject))
+            .await
+            .unwrap_or_else(|_| Err(DirectoryError(format!("lookup timed out after {:?}", self.config.timeout))));
+        self.metrics
+            .directory_query_duration
+            .observe(started.elapsed().as_secs_f64());
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .directory_queries
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        match result {
+            Ok(Some(fields)) => Ok(Cached::Found(Arc::new(fields))),
+            Ok(None) => Ok(Cached::Unknown),
+            Err(e) => {
+                tracing::warn!(error = %e.0, "user directory lookup failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the cached entry of `subject` (a `user.updated` webhook): the next
+    /// check reads the backend again.
+    pub async fn evict(&self, subject: &str) {
+        self.cache.invalidate(subject).await;
+    }
+
+    /// Marks `subject` deleted (a `user.deleted` webhook): refused at once, until
+    /// the backend no longer has the user.
+    pub async fn tombstone(&self, subject: &str) {
+        self.tombstones.insert(subject.to_owned(), ());
+        self.cache.invalidate(subject).await;
+    }
+
+    /// Whether the backend answers (readiness).
+    pub async fn ping(&self) -> bool {
+        match &self.backend {
+            Backend::Claims => true,
+            Backend::Sql(sql) => tokio::time::timeout(self.config.timeout, sql.ping())
+                .await
+                .unwrap_or(false),
+            Backend::Http(_) => true,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `POST /webhooks/clerk` (SPEC §4, §5): Clerk's Svix-signed user events keep the
+//! user cache honest. `user.updated` evicts the user's entry, `user.deleted`
+//! tombstones it (refused at once), both published to the other replicas;
+//! `user.created` and other events are accepted and ignored. A bad or missing
+//! signature, a timestamp outside five minutes or a replayed `svix-id` changes
+//! nothing.
+
+use crate::authorizer::Authorizer;
+use crate::identity::svix::{SvixHeaders, WebhookError};
+use crate::identity::token_cache::unix_now;
+use crate::metrics::WebhookLabels;
+use crate::state::DirectoryEvent;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Clerk events are small; anything larger is refused before it is read whole.
+pub const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    data: Option<EventData>,
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    id: Option<String>,
+}
+
+fn answer(status: StatusCode, error: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": error, "message": message});
+    (status, Json(body)).into_response()
+}
+
+pub async fn clerk(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap, body: Bytes) -> Response {
+    let engine = authorizer.engine();
+    let count = |result: &'static str| {
+        authorizer
+            .metrics()
+            .webhooks
+            .get_or_create(&WebhookLabels {
+                webhook: "clerk",
+                result,
+            })
+            .inc();
+    };
+    let Some((secret, seen)) = engine.clerk_webhook() else {
+        return answer(StatusCode::NOT_FOUND, "not_found", "no Clerk webhook is configured (webhooks.clerk)");
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let svix = SvixHeaders {
+        id: header("svix-id"),
+        timestamp: header("svix-timestamp"),
+        signature: header("svix-signature"),
+    };
+    let id = match secret.verify(svix, &body, unix_now()) {
+        Ok(id) => id.to_owned(),
+        Err(e) => {
+            count("rejected");
+            let status = match e {
+                WebhookError::MissingHeader(_) | WebhookError::BadTimestamp => StatusCode::BAD_REQUEST,
+                WebhookError::StaleTimestamp | WebhookError::BadSignature => StatusCode::UNAUTHORIZED,
+            };
+            tracing::info!(error = %e, "Clerk webhook refused");
+            return answer(status, "invalid_signature", &e.to_string());
+        }
+    };
+    // Only a verified delivery may claim an id, so a forger cannot burn one.
+    if seen.contains_key(&id) {
+        count("replay");
+        tracing::info!(svix_id = %id, "Clerk webhook replay refused");
+        return answer(StatusCode::UNAUTHORIZED, "replay", "this svix-id was already delivered");
+    }
+    let event: Event = match serde_json::from_slice(&body) {
+        Ok(event) => event,
+        Err(_) => {
+            count("malformed");
+            return answer(StatusCode::BAD_REQUEST, "malformed", "the body is not a Clerk event (JSON with type and data)");
+        }
+    };
+    seen.insert(id.clone(), ());
+    let subject = event.data.and_then(|d| d.id);
+    let directory_event = match (event.kind.as_str(), subject) {
+        ("user.updated", Some(sub)) => Some(DirectoryEvent::Evict { sub }),
+        ("user.deleted", Some(sub)) => Some(DirectoryEvent::Tombstone { sub }),
+        ("user.updated" | "user.deleted", None) => {
+            count("malformed");
+            return answer(StatusCode::BAD_REQUEST, "malformed", "the event has no data.id");
+        }
+        _ => None,
+    };
+    if let Some(event) = &directory_event {
+        event.apply(&authorizer).await;
+        if let Some(shared) = engine.shared() {
+            let _ = shared.publish(event).await;
+        }
+        tracing::info!(svix_id = %id, ?event, "Clerk webhook applied");
+    } else {
+        tracing::debug!(svix_id = %id, kind = %event.kind, "Clerk webhook accepted, nothing to do");
+    }
+    count("accepted");
+    (StatusCode::OK, Json(serde_json::json!({"ok": true}))).into_response()
+}
