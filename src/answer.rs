@@ -336,7 +336,8 @@ mod tests {
                 generated: false
             }
         );
-        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &user, false, &id) else {
+        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &user, false, &id)
+        else {
             panic!("allow expected")
         };
         assert_eq!(
@@ -376,7 +377,10 @@ mod tests {
         let req = request(&[
             ("x-user-id", "u1"),
             ("x-user-role", "ADMIN"),
-            ("x-caller-spiffe-id", "spiffe://example.org/ns/default/sa/admin"),
+            (
+                "x-caller-spiffe-id",
+                "spiffe://example.org/ns/default/sa/admin",
+            ),
             ("x-portcullis-token", "forged"),
             ("x-request-id", "r"),
         ]);

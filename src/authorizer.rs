@@ -4,19 +4,19 @@
 
 use crate::answer::{Answer, DenyKind, RequestId};
 use crate::config::{Config, HeadersConfig, IssuerConfig, KeySpec};
+use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
+use crate::identity::caller::{EastWest, IdentityError};
+use crate::identity::svix::WebhookSecret;
+use crate::identity::IssuerKind;
 use crate::identity::{
     jwks::JwksCache, Authentication, Authenticator, Issuer, KeySource, TokenCache, TokenError,
     VerifiedToken,
 };
 use crate::metrics::{DecisionLabels, Metrics};
+use crate::mint::TokenMint;
 use crate::policy::{decide, Context, NormalizedPath, Policy};
 use crate::principal::User;
 use crate::request::AuthzRequest;
-use crate::identity::caller::{EastWest, IdentityError};
-use crate::identity::IssuerKind;
-use crate::mint::TokenMint;
-use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
-use crate::identity::svix::WebhookSecret;
 use crate::state::SharedState;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::Arc;
@@ -102,7 +102,9 @@ impl Engine {
             clerk_webhook: config.clerk_webhook.clone(),
             webhook_ids: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(2 * crate::identity::svix::TOLERANCE_SECS))
+                .time_to_live(Duration::from_secs(
+                    2 * crate::identity::svix::TOLERANCE_SECS,
+                ))
                 .build(),
             shared,
             refreshers,
@@ -122,7 +124,6 @@ impl Engine {
     pub fn shared(&self) -> Option<&Arc<SharedState>> {
         self.shared.as_ref()
     }
-
 
     pub fn authenticator(&self) -> &Authenticator {
         &self.authenticator
@@ -353,7 +354,12 @@ impl Authorizer {
             answer.remove_header(header);
         }
         if let Some(mint) = &engine.mint {
-            mint.seal(&mut answer, &engine.headers, &principal, decision.forward_user);
+            mint.seal(
+                &mut answer,
+                &engine.headers,
+                &principal,
+                decision.forward_user,
+            );
         }
         (answer, decision.rule_name().to_owned(), principal.kind())
     }

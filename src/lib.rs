@@ -25,6 +25,7 @@ pub mod server;
 pub mod state;
 mod status;
 pub mod tls;
+mod token_api;
 mod yaml;
 
 pub use admin_api::pb as admin_pb;

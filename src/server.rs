@@ -1,12 +1,14 @@
 //! Assembles and runs the process: the gRPC listener (ext_authz, health,
 //! reflection, admin) and the HTTP listener, with graceful shutdown.
 
+use crate::admin_api::pb::token_service_server::TokenServiceServer;
 use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};
 use crate::authorizer::{Authorizer, Engine};
 use crate::config::Config;
 use crate::ext_authz::ExtAuthz;
 use crate::metrics::Metrics;
 use crate::tls::TlsAcceptor;
+use crate::token_api::TokenApi;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,7 +79,10 @@ impl Server {
         ));
         // Evictions published by other replicas (SPEC §5).
         if let Some(url) = &config.redis {
-            refreshers.push(crate::state::spawn_subscriber(url, Arc::clone(&authorizer))?);
+            refreshers.push(crate::state::spawn_subscriber(
+                url,
+                Arc::clone(&authorizer),
+            )?);
         }
         // Hot reload of the policy file and the config file (SPEC §7).
         refreshers.push(crate::reload::spawn(
@@ -138,6 +143,9 @@ impl Server {
                 &self.authorizer,
             ))))
             .add_service(AdminServer::new(AdminApi::new(Arc::clone(
+                &self.authorizer,
+            ))))
+            .add_service(TokenServiceServer::new(TokenApi::new(Arc::clone(
                 &self.authorizer,
             ))));
         let grpc: std::pin::Pin<

@@ -60,13 +60,20 @@ impl SharedState {
         let mut slot = self.connection.lock().await;
         for attempt in 0..2 {
             if slot.is_none() {
-                match tokio::time::timeout(Duration::from_secs(2), self.client.get_multiplexed_async_connection()).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    self.client.get_multiplexed_async_connection(),
+                )
+                .await
+                {
                     Ok(Ok(connection)) => *slot = Some(connection),
                     Ok(Err(e)) => return Err(log_publish_error(e.to_string())),
                     Err(_) => return Err(log_publish_error("connect timed out".into())),
                 }
             }
-            let Some(connection) = slot.as_mut() else { break };
+            let Some(connection) = slot.as_mut() else {
+                break;
+            };
             let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
                 .arg(CHANNEL)
                 .arg(&message)
@@ -92,7 +99,10 @@ fn log_publish_error(error: String) -> String {
 
 /// Subscribes to [`CHANNEL`] and applies every event to `authorizer`'s directory,
 /// reconnecting with backoff (1 s doubling to 30 s) whenever Redis goes away.
-pub fn spawn_subscriber(url: &str, authorizer: Arc<Authorizer>) -> Result<JoinHandle<()>, crate::server::ServeError> {
+pub fn spawn_subscriber(
+    url: &str,
+    authorizer: Arc<Authorizer>,
+) -> Result<JoinHandle<()>, crate::server::ServeError> {
     let client = redis::Client::open(url)
         .map_err(|e| crate::server::ServeError::Directory(format!("invalid Redis URL: {e}")))?;
     Ok(tokio::spawn(async move {

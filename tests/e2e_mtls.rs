@@ -283,17 +283,14 @@ async fn envoy_accepts_our_client_certificates_reports_the_peer_and_checks_with_
     let line = wait_for_line(&access_log, "path=/public/hello").await;
     assert_eq!(line, format!("peer={VIDEOS} path=/public/hello status=200"));
 
-    // Denied by portcullis itself (no rule for anonymous callers here): its 401
-    // proves the answer came from portcullis through the TLS listener.
+    // Denied by portcullis itself: the caller is the videos workload (its
+    // client SVID, which Envoy reports as `source.principal`), and no rule lets a
+    // service read user videos — a 403 with portcullis' JSON body proves the
+    // answer came from portcullis through the TLS listener.
     let response = envoy.get("/api/videos").over_tls(videos).send().await;
-    assert_eq!(response.status, 401, "{response}");
+    assert_eq!(response.status, 403, "{response}");
     assert!(response.upstream().is_none());
-    assert!(
-        response
-            .header("www-authenticate")
-            .is_some_and(|c| c.contains(r#"realm="portcullis""#)),
-        "{response}"
-    );
+    assert_eq!(response.json()["error"], "forbidden", "{response}");
 
     // A certificate from another CA (same trust domain name) is refused by Envoy.
     let other = TestPki::new("example.org");

@@ -9,12 +9,12 @@ mod raw;
 pub use duration::ConfigDuration;
 pub use east_west::{ServiceField, TokensConfig};
 
-use crate::identity::{
-    claims::ClaimRules, jwks::JwksTiming, keys::KeySet, keys::VerificationKey,
-    mtls::MtlsSettings, Algorithm, Credential, IssuerKind,
-};
 use crate::directory::{DirectoryConfig, OnUnknown, Source};
 use crate::identity::svix::WebhookSecret;
+use crate::identity::{
+    claims::ClaimRules, jwks::JwksTiming, keys::KeySet, keys::VerificationKey, mtls::MtlsSettings,
+    Algorithm, Credential, IssuerKind,
+};
 use crate::policy::{LoadOptions, Policy};
 use crate::yaml::{line_of, render, Key};
 use raw::{RawConfig, RawCredential, RawIssuer, RawIssuerKind};
@@ -363,8 +363,16 @@ impl Validator<'_> {
         }
         if raw.kind == RawIssuerKind::Service {
             // JWT-SVID shape (SPEC §4): asymmetric algorithms only, `aud` required.
-            if raw.algorithms.iter().any(|a| !east_west::is_jwt_svid_algorithm(*a)) {
-                self.error(&at("algorithms"), "service tokens are JWT-SVIDs: use RS256/384/512, PS256/384/512 or ES256/384".into());
+            if raw
+                .algorithms
+                .iter()
+                .any(|a| !east_west::is_jwt_svid_algorithm(*a))
+            {
+                self.error(
+                    &at("algorithms"),
+                    "service tokens are JWT-SVIDs: use RS256/384/512, PS256/384/512 or ES256/384"
+                        .into(),
+                );
             }
             if raw.audiences.is_empty() {
                 self.error(&at("audiences"), "service tokens must name their audience: list ours, e.g. [spiffe://example.org]".into());
@@ -625,9 +633,19 @@ impl Validator<'_> {
         DirectoryConfig {
             source,
             query: raw.query.clone(),
-            ttl: self.duration(&cache_key("ttl"), &cache.and_then(|c| c.ttl.clone()), defaults.ttl),
-            negative_ttl: self.duration(&cache_key("negative_ttl"), &cache.and_then(|c| c.negative_ttl.clone()), defaults.negative_ttl),
-            max_entries: cache.and_then(|c| c.max_entries).unwrap_or(defaults.max_entries),
+            ttl: self.duration(
+                &cache_key("ttl"),
+                &cache.and_then(|c| c.ttl.clone()),
+                defaults.ttl,
+            ),
+            negative_ttl: self.duration(
+                &cache_key("negative_ttl"),
+                &cache.and_then(|c| c.negative_ttl.clone()),
+                defaults.negative_ttl,
+            ),
+            max_entries: cache
+                .and_then(|c| c.max_entries)
+                .unwrap_or(defaults.max_entries),
             on_unknown: match raw.on_unknown {
                 None | Some(raw::RawOnUnknown::Deny) => OnUnknown::Deny,
                 Some(raw::RawOnUnknown::Claims) => OnUnknown::Claims,

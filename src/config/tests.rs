@@ -146,3 +146,87 @@ fn embedded_dev_defaults_are_valid() {
     let env = std::fs::read_to_string(dir.path().join("tokens.env")).unwrap();
     assert!(env.contains("USER_TOKEN=") && env.contains("ADMIN_TOKEN="));
 }
+
+#[test]
+fn east_west_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), "default: deny\nrules: []\n").unwrap();
+    crate::ca::token::TokenSigner::load_or_create(&dir.path().join("tokens")).unwrap();
+    let base = "\
+issuers:
+  - name: mesh
+    kind: service
+    issuer: spiffe://example.org
+    jwks_file: tokens/jwks.json
+    algorithms: [ES256]
+    audiences: [spiffe://example.org]
+federated_trust_domains: [partner.net]
+mtls:
+  identity_from: [source_principal, xfcc]
+  xfcc_trusted_from: [spiffe://example.org/ns/istio-system/sa/istio-ingressgateway]
+tokens: { key_dir: tokens, ttl: 2m, max_service_ttl: 30m }
+headers:
+  service: { x-service-name: service.name, x-caller-spiffe-id: service.spiffe_id }
+  internal_token: true
+policy: policy.yaml
+";
+    let config = Config::parse("portcullis.yaml", base, dir.path(), None).unwrap();
+    assert_eq!(config.mtls.xfcc_trusted_from.len(), 1);
+    assert_eq!(config.mtls.trust_domains.federated.len(), 1);
+    let tokens = config.tokens.as_ref().unwrap();
+    assert_eq!(tokens.ttl, std::time::Duration::from_secs(120));
+    assert_eq!(tokens.issuer, "portcullis");
+    assert!(config.headers.internal_token);
+    assert_eq!(config.headers.service.len(), 2);
+
+    for (text, at, what) in [
+        (
+            base.replace("[ES256]", "[HS256]")
+                .replace("jwks_file: tokens/jwks.json", "secret_env: NOPE_NOT_SET"),
+            "portcullis.yaml:6:",
+            "JWT-SVIDs",
+        ),
+        (
+            base.replace("    audiences: [spiffe://example.org]\n", ""),
+            "portcullis.yaml:2:",
+            "must name their audience",
+        ),
+        (
+            base.replace(
+                "tokens: { key_dir: tokens, ttl: 2m, max_service_ttl: 30m }\n",
+                "",
+            ),
+            "portcullis.yaml:14:",
+            "add `tokens:",
+        ),
+        (
+            base.replace("key_dir: tokens,", "key_dir: missing,"),
+            "portcullis.yaml:12:",
+            "portcullis token jwks",
+        ),
+        (
+            base.replace("istio-system/sa/istio-ingressgateway", "x/")
+                .replace("spiffe://example.org/ns/x/", "spiffe://evil.org/ns/x"),
+            "portcullis.yaml:11:",
+            "not in trust_domain",
+        ),
+        (
+            base.replace("source_principal, xfcc", "source_principal, header"),
+            "portcullis.yaml:10:",
+            "use source_principal",
+        ),
+        (
+            base.replace("service.spiffe_id", "service.owner"),
+            "portcullis.yaml:14:",
+            "not a service field",
+        ),
+    ] {
+        let msg = Config::parse("portcullis.yaml", &text, dir.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.lines().any(|l| l.starts_with(at) && l.contains(what)),
+            "want {at} .. {what}, got {msg}"
+        );
+    }
+}

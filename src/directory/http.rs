@@ -30,10 +30,12 @@ impl HttpBackend {
 
     pub async fn query(&self, subject: &str) -> Result<Row, DirectoryError> {
         // The subject is encoded whole: a `sub` of "../admin" stays one segment.
-        let url = self
-            .template
-            .replace("{sub}", &utf8_percent_encode(subject, NON_ALPHANUMERIC).to_string());
-        let failed = |e: reqwest::Error| DirectoryError(format!("users service: {}", e.without_url()));
+        let url = self.template.replace(
+            "{sub}",
+            &utf8_percent_encode(subject, NON_ALPHANUMERIC).to_string(),
+        );
+        let failed =
+            |e: reqwest::Error| DirectoryError(format!("users service: {}", e.without_url()));
         let mut response = self
             .client
             .get(&url)
@@ -54,8 +56,12 @@ impl HttpBackend {
             body.extend_from_slice(&chunk);
         }
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(fields)) => Ok(Some(fields.into_iter().filter(|(_, v)| !v.is_null()).collect())),
-            _ => Err(DirectoryError("users service did not answer a JSON object".into())),
+            Ok(Value::Object(fields)) => Ok(Some(
+                fields.into_iter().filter(|(_, v)| !v.is_null()).collect(),
+            )),
+            _ => Err(DirectoryError(
+                "users service did not answer a JSON object".into(),
+            )),
         }
     }
 }

@@ -209,7 +209,12 @@ impl UserDirectory {
         let started = Instant::now();
         let result = tokio::time::timeout(self.config.timeout, self.backend.query(subject))
             .await
-            .unwrap_or_else(|_| Err(DirectoryError(format!("lookup timed out after {:?}", self.config.timeout))));
+            .unwrap_or_else(|_| {
+                Err(DirectoryError(format!(
+                    "lookup timed out after {:?}",
+                    self.config.timeout
+                )))
+            });
         self.metrics
             .directory_query_duration
             .observe(started.elapsed().as_secs_f64());

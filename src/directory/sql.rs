@@ -83,11 +83,10 @@ impl SqlBackend {
         }
     }
 
+    /// Runs the configured query for an empty subject: the database answers and
+    /// the query is valid (its table exists, its columns are readable).
     pub async fn ping(&self) -> bool {
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
-            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.is_ok(),
-        }
+        self.query("").await.is_ok()
     }
 }
 
@@ -101,7 +100,9 @@ fn sqlite_fields(row: &SqliteRow) -> Result<Map<String, Value>, DirectoryError> 
     let mut fields = Map::new();
     for (i, column) in row.columns().iter().enumerate() {
         let name = column.name();
-        let raw = row.try_get_raw(i).map_err(|e| DirectoryError(e.to_string()))?;
+        let raw = row
+            .try_get_raw(i)
+            .map_err(|e| DirectoryError(e.to_string()))?;
         if raw.is_null() {
             continue;
         }
@@ -132,7 +133,9 @@ fn pg_fields(row: &PgRow) -> Result<Map<String, Value>, DirectoryError> {
     let mut fields = Map::new();
     for (i, column) in row.columns().iter().enumerate() {
         let name = column.name();
-        let raw = row.try_get_raw(i).map_err(|e| DirectoryError(e.to_string()))?;
+        let raw = row
+            .try_get_raw(i)
+            .map_err(|e| DirectoryError(e.to_string()))?;
         if raw.is_null() {
             continue;
         }
@@ -149,7 +152,9 @@ fn pg_fields(row: &PgRow) -> Result<Map<String, Value>, DirectoryError> {
             "FLOAT8" => Value::from(row.try_get::<f64, _>(i).map_err(err)?),
             "BOOL" => Value::Bool(row.try_get::<bool, _>(i).map_err(err)?),
             "JSON" | "JSONB" => row.try_get::<Value, _>(i).map_err(err)?,
-            "TEXT[]" | "VARCHAR[]" | "NAME[]" => Value::from(row.try_get::<Vec<String>, _>(i).map_err(err)?),
+            "TEXT[]" | "VARCHAR[]" | "NAME[]" => {
+                Value::from(row.try_get::<Vec<String>, _>(i).map_err(err)?)
+            }
             "INT4[]" => Value::from(row.try_get::<Vec<i32>, _>(i).map_err(err)?),
             "INT8[]" => Value::from(row.try_get::<Vec<i64>, _>(i).map_err(err)?),
             "BOOL[]" => Value::from(row.try_get::<Vec<bool>, _>(i).map_err(err)?),

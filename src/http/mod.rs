@@ -1,6 +1,7 @@
 //! The HTTP listener (SPEC §3, §9): `/healthz`, `/readyz`, `/metrics`. Handlers
 //! only convert; decisions and status come from the shared core.
 
+mod tokens;
 mod webhooks;
 
 use crate::authorizer::Authorizer;
@@ -13,6 +14,8 @@ pub fn router(authorizer: Arc<Authorizer>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(tokens::jwks))
+        .route("/v1/token/exchange", axum::routing::post(tokens::exchange))
         .route(
             "/webhooks/clerk",
             axum::routing::post(webhooks::clerk)

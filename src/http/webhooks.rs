@@ -38,7 +38,11 @@ fn answer(status: StatusCode, error: &str, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-pub async fn clerk(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn clerk(
+    State(authorizer): State<Arc<Authorizer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let engine = authorizer.engine();
     let count = |result: &'static str| {
         authorizer
@@ -51,7 +55,11 @@ pub async fn clerk(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap
             .inc();
     };
     let Some((secret, seen)) = engine.clerk_webhook() else {
-        return answer(StatusCode::NOT_FOUND, "not_found", "no Clerk webhook is configured (webhooks.clerk)");
+        return answer(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no Clerk webhook is configured (webhooks.clerk)",
+        );
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let svix = SvixHeaders {
@@ -64,8 +72,12 @@ pub async fn clerk(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap
         Err(e) => {
             count("rejected");
             let status = match e {
-                WebhookError::MissingHeader(_) | WebhookError::BadTimestamp => StatusCode::BAD_REQUEST,
-                WebhookError::StaleTimestamp | WebhookError::BadSignature => StatusCode::UNAUTHORIZED,
+                WebhookError::MissingHeader(_) | WebhookError::BadTimestamp => {
+                    StatusCode::BAD_REQUEST
+                }
+                WebhookError::StaleTimestamp | WebhookError::BadSignature => {
+                    StatusCode::UNAUTHORIZED
+                }
             };
             tracing::info!(error = %e, "Clerk webhook refused");
             return answer(status, "invalid_signature", &e.to_string());
@@ -75,13 +87,21 @@ pub async fn clerk(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap
     if seen.contains_key(&id) {
         count("replay");
         tracing::info!(svix_id = %id, "Clerk webhook replay refused");
-        return answer(StatusCode::UNAUTHORIZED, "replay", "this svix-id was already delivered");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            "replay",
+            "this svix-id was already delivered",
+        );
     }
     let event: Event = match serde_json::from_slice(&body) {
         Ok(event) => event,
         Err(_) => {
             count("malformed");
-            return answer(StatusCode::BAD_REQUEST, "malformed", "the body is not a Clerk event (JSON with type and data)");
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "the body is not a Clerk event (JSON with type and data)",
+            );
         }
     };
     seen.insert(id.clone(), ());
@@ -91,7 +111,11 @@ pub async fn clerk(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap
         ("user.deleted", Some(sub)) => Some(DirectoryEvent::Tombstone { sub }),
         ("user.updated" | "user.deleted", None) => {
             count("malformed");
-            return answer(StatusCode::BAD_REQUEST, "malformed", "the event has no data.id");
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "the event has no data.id",
+            );
         }
         _ => None,
     };

@@ -53,7 +53,10 @@ pub struct SvixHeaders<'a> {
 impl WebhookSecret {
     /// Parses `whsec_<base64>` (the prefix is optional, as in Svix's libraries).
     pub fn parse(secret: &str) -> Result<Self, String> {
-        let encoded = secret.trim().strip_prefix("whsec_").unwrap_or(secret.trim());
+        let encoded = secret
+            .trim()
+            .strip_prefix("whsec_")
+            .unwrap_or(secret.trim());
         let key = STANDARD
             .decode(encoded)
             .map_err(|_| "the webhook secret is not `whsec_` followed by base64 (copy it from the Clerk dashboard)".to_owned())?;
@@ -66,7 +69,12 @@ impl WebhookSecret {
     }
 
     /// Verifies one delivery at `now` (seconds since the epoch); returns its id.
-    pub fn verify<'a>(&self, headers: SvixHeaders<'a>, body: &[u8], now: u64) -> Result<&'a str, WebhookError> {
+    pub fn verify<'a>(
+        &self,
+        headers: SvixHeaders<'a>,
+        body: &[u8],
+        now: u64,
+    ) -> Result<&'a str, WebhookError> {
         let id = headers.id.ok_or(WebhookError::MissingHeader("svix-id"))?;
         let timestamp = headers
             .timestamp
@@ -74,7 +82,10 @@ impl WebhookSecret {
         let signatures = headers
             .signature
             .ok_or(WebhookError::MissingHeader("svix-signature"))?;
-        let at: u64 = timestamp.trim().parse().map_err(|_| WebhookError::BadTimestamp)?;
+        let at: u64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| WebhookError::BadTimestamp)?;
         if at.abs_diff(now) > TOLERANCE_SECS {
             return Err(WebhookError::StaleTimestamp);
         }
@@ -122,10 +133,16 @@ mod tests {
     #[test]
     fn svix_published_vector_verifies() {
         let secret = WebhookSecret::parse(SECRET).unwrap();
-        assert_eq!(secret.verify(headers(ID, TS, SIGNATURE), PAYLOAD, NOW), Ok(ID));
+        assert_eq!(
+            secret.verify(headers(ID, TS, SIGNATURE), PAYLOAD, NOW),
+            Ok(ID)
+        );
         // Several signatures (key rotation): any match is enough.
         let several = format!("v1,Zm9v {SIGNATURE} v2,abc");
-        assert_eq!(secret.verify(headers(ID, TS, &several), PAYLOAD, NOW), Ok(ID));
+        assert_eq!(
+            secret.verify(headers(ID, TS, &several), PAYLOAD, NOW),
+            Ok(ID)
+        );
     }
 
     #[test]
@@ -133,20 +150,71 @@ mod tests {
         let secret = WebhookSecret::parse(SECRET).unwrap();
         let other = WebhookSecret::parse("whsec_aGVsbG8gd29ybGQgdGhpcyBpcyBub3Q=").unwrap();
         let cases: Vec<(SvixHeaders, &[u8], u64, WebhookError)> = vec![
-            (headers(ID, TS, SIGNATURE), br#"{"test": 2432232315}"#, NOW, WebhookError::BadSignature),
-            (headers("msg_other", TS, SIGNATURE), PAYLOAD, NOW, WebhookError::BadSignature),
-            (headers(ID, "1614265331", SIGNATURE), PAYLOAD, NOW, WebhookError::BadSignature),
-            (headers(ID, TS, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="), PAYLOAD, NOW, WebhookError::BadSignature),
-            (headers(ID, TS, "v1,not base64!"), PAYLOAD, NOW, WebhookError::BadSignature),
-            (headers(ID, TS, SIGNATURE), PAYLOAD, NOW + 301, WebhookError::StaleTimestamp),
-            (headers(ID, TS, SIGNATURE), PAYLOAD, NOW - 301, WebhookError::StaleTimestamp),
-            (headers(ID, "soon", SIGNATURE), PAYLOAD, NOW, WebhookError::BadTimestamp),
-            (SvixHeaders { id: None, ..headers(ID, TS, SIGNATURE) }, PAYLOAD, NOW, WebhookError::MissingHeader("svix-id")),
+            (
+                headers(ID, TS, SIGNATURE),
+                br#"{"test": 2432232315}"#,
+                NOW,
+                WebhookError::BadSignature,
+            ),
+            (
+                headers("msg_other", TS, SIGNATURE),
+                PAYLOAD,
+                NOW,
+                WebhookError::BadSignature,
+            ),
+            (
+                headers(ID, "1614265331", SIGNATURE),
+                PAYLOAD,
+                NOW,
+                WebhookError::BadSignature,
+            ),
+            (
+                headers(ID, TS, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+                PAYLOAD,
+                NOW,
+                WebhookError::BadSignature,
+            ),
+            (
+                headers(ID, TS, "v1,not base64!"),
+                PAYLOAD,
+                NOW,
+                WebhookError::BadSignature,
+            ),
+            (
+                headers(ID, TS, SIGNATURE),
+                PAYLOAD,
+                NOW + 301,
+                WebhookError::StaleTimestamp,
+            ),
+            (
+                headers(ID, TS, SIGNATURE),
+                PAYLOAD,
+                NOW - 301,
+                WebhookError::StaleTimestamp,
+            ),
+            (
+                headers(ID, "soon", SIGNATURE),
+                PAYLOAD,
+                NOW,
+                WebhookError::BadTimestamp,
+            ),
+            (
+                SvixHeaders {
+                    id: None,
+                    ..headers(ID, TS, SIGNATURE)
+                },
+                PAYLOAD,
+                NOW,
+                WebhookError::MissingHeader("svix-id"),
+            ),
         ];
         for (i, (h, body, now, want)) in cases.into_iter().enumerate() {
             assert_eq!(secret.verify(h, body, now), Err(want), "case {i}");
         }
-        assert_eq!(other.verify(headers(ID, TS, SIGNATURE), PAYLOAD, NOW), Err(WebhookError::BadSignature));
+        assert_eq!(
+            other.verify(headers(ID, TS, SIGNATURE), PAYLOAD, NOW),
+            Err(WebhookError::BadSignature)
+        );
         assert!(WebhookSecret::parse("whsec_!!!").is_err());
     }
 }

@@ -384,7 +384,7 @@ impl SourceMatch {
             || principal.service().is_some_and(|service| {
                 (service.mtls || !self.mtls_required)
                     && (self.services.is_empty()
-                    || self.services.iter().any(|p| p.matches(&service.spiffe_id)))
+                        || self.services.iter().any(|p| p.matches(&service.spiffe_id)))
                     && (self.namespaces.is_empty()
                         || service
                             .namespace

@@ -551,3 +551,60 @@ rules:
     .unwrap_err();
     assert!(err.to_string().contains("hint: quote paths"), "{err}");
 }
+
+/// East-west (SPEC §7): a service's forwarded user counts as a user only under
+/// `forward_user: true`, for `from.users` and for `when`; `mtls: required`
+/// refuses a service proven by a token alone.
+#[test]
+fn forwarded_users_and_mtls_requirements() {
+    let policy = policy_from(&[
+        "  - name: for-users\n    to: { paths: [/internal/orders/**] }\n    from: { services: [spiffe://example.org/ns/default/sa/videos], users: { roles: [USER] } }\n    forward_user: true\n",
+        "  - name: no-forward\n    to: { paths: [/internal/stats/**] }\n    from: { users: { roles: [USER] } }\n",
+        "  - name: own-orders\n    to: [{ paths: [\"/internal/mine/{id}\"] }]\n    from: { services: [spiffe://example.org/ns/default/sa/videos] }\n    forward_user: true\n    when: params.id == user.id\n",
+        "  - name: mtls-only\n    to: { paths: [/internal/secure] }\n    from: { services: [spiffe://example.org/ns/default/sa/*], mtls: required }\n",
+    ]);
+    let videos = "spiffe://example.org/ns/default/sa/videos";
+    let forwarded = |mtls: bool, role: &str| {
+        let mut s = Service::from_spiffe_id(videos, mtls);
+        let claims = json!({ "role": role }).as_object().cloned().unwrap();
+        s.on_behalf_of = Some(Box::new(User::from_claims("forwarded", "u1", claims)));
+        Principal::Service(s)
+    };
+    let get = |path: &str| request("GET", "h", path, &[]);
+    let cases: Vec<(&str, Principal, Effect)> = vec![
+        ("/internal/orders/1", forwarded(true, "USER"), Effect::Allow),
+        (
+            "/internal/orders/1",
+            forwarded(true, "BANNED"),
+            Effect::Deny,
+        ),
+        ("/internal/orders/1", service(videos), Effect::Deny),
+        // Without forward_user the service's word about a user counts for nothing.
+        ("/internal/stats/1", forwarded(true, "USER"), Effect::Deny),
+        ("/internal/mine/u1", forwarded(true, "USER"), Effect::Allow),
+        ("/internal/mine/u2", forwarded(true, "USER"), Effect::Deny),
+        ("/internal/secure", service(videos), Effect::Allow),
+        ("/internal/secure", forwarded(false, "USER"), Effect::Deny),
+    ];
+    for (path, principal, want) in cases {
+        let decision = run_on(&policy, &get(path), &principal);
+        assert_eq!(decision.effect, want, "{path} {principal:?}");
+    }
+    // `mtls: required` alone is a valid source; other values are not.
+    policy_from(&["  - name: m\n    from: { mtls: required }\n"]);
+    let err = Policy::parse(
+        "t.yaml",
+        "rules:\n  - name: m\n    from: { mtls: maybe }\n",
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("unknown variant"), "{err}");
+    // Federated trust domains may be named in `services`.
+    let options = LoadOptions {
+        federated_trust_domains: vec!["partner.net".into()],
+        ..LoadOptions::default()
+    };
+    let text = "rules:\n  - name: p\n    from: { services: [spiffe://partner.net/ns/a/sa/b] }\n";
+    assert!(Policy::parse("t.yaml", text, &options).is_ok());
+    assert!(Policy::parse("t.yaml", text, &LoadOptions::default()).is_err());
+}

@@ -65,6 +65,42 @@ pub fn front_proxy_yaml(addrs: &FrontProxyAddrs) -> String {
     yaml
 }
 
+/// The shipped sidecar of the receiving service (`channels`).
+pub const SIDECAR_CHANNELS: &str = include_str!("../../mesh/envoy/sidecar-channels.yaml");
+/// The shipped sidecar of the calling service (`videos`).
+pub const SIDECAR_VIDEOS: &str = include_str!("../../mesh/envoy/sidecar-videos.yaml");
+
+/// A shipped template with its socket addresses replaced (each `from` must occur
+/// exactly once, so template and test cannot drift apart) and every `certs/...`
+/// path rewritten: first the `(from, to)` directory pairs in `dirs` (e.g.
+/// `certs/videos/` → `certs/comments/`), then `certs/` → `certs`.
+pub fn render_template(
+    name: &str,
+    template: &str,
+    addrs: &[(SocketAddr, SocketAddr)],
+    dirs: &[(&str, &str)],
+    certs: &Path,
+) -> String {
+    let mut yaml = template.to_owned();
+    for (from, to) in addrs {
+        let needle = socket_address(*from);
+        assert_eq!(
+            yaml.matches(&needle).count(),
+            1,
+            "mesh/envoy/{name} must contain `{needle}` exactly once"
+        );
+        yaml = yaml.replace(&needle, &socket_address(*to));
+    }
+    for (from, to) in dirs {
+        assert!(yaml.contains(from), "mesh/envoy/{name} must name {from}");
+        yaml = yaml.replace(from, to);
+    }
+    yaml.replace(
+        "filename: certs/",
+        &format!("filename: {}/", certs.display()),
+    )
+}
+
 fn socket_address(addr: SocketAddr) -> String {
     format!(
         "socket_address: {{ address: {}, port_value: {} }}",

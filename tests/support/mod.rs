@@ -23,6 +23,8 @@ pub mod envoy;
 pub mod jwks;
 pub mod pki;
 pub mod portcullis;
+pub mod proxy;
+pub mod svix;
 pub mod tokens;
 
 use std::collections::HashSet;

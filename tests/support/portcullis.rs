@@ -41,6 +41,16 @@ pub struct PortcullisConfig {
     pub policy: String,
     /// `server.tls` on the gRPC listener: (cert, key, client_ca).
     pub tls: Option<(PathBuf, PathBuf, Option<PathBuf>)>,
+    /// More entries of `issuers:` (YAML list items, indented by two spaces).
+    pub extra_issuers: String,
+    /// `headers.internal_token`.
+    pub internal_token: bool,
+    /// More top-level YAML (`tokens:`, `mtls:`, ...).
+    pub extra: String,
+    /// The body of `users:` (indented by two spaces).
+    pub users: String,
+    /// The body of `headers.user` (a YAML flow map's content).
+    pub user_headers: String,
 }
 
 impl PortcullisConfig {
@@ -50,7 +60,54 @@ impl PortcullisConfig {
             jwks_uri,
             policy: USER_TRAFFIC_POLICY.to_owned(),
             tls: None,
+            extra_issuers: String::new(),
+            internal_token: false,
+            extra: String::new(),
+            users: "  source: claims\n".to_owned(),
+            user_headers: "x-user-id: user.id, x-user-role: user.role".to_owned(),
         }
+    }
+
+    /// Uses `yaml` as the body of `users:` (lines indented by two spaces).
+    pub fn with_users(mut self, yaml: &str) -> Self {
+        self.users = yaml.to_owned();
+        self
+    }
+
+    /// Sets `headers.user` to `{ mapping }`.
+    pub fn with_user_headers(mut self, mapping: &str) -> Self {
+        self.user_headers = mapping.to_owned();
+        self
+    }
+
+    /// Appends top-level YAML (`webhooks:`, `state:`, ...).
+    pub fn with_extra(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        self
+    }
+
+    /// Uses `policy` as `policy.yaml`.
+    pub fn with_policy(mut self, policy: &str) -> Self {
+        self.policy = policy.to_owned();
+        self
+    }
+
+    /// Adds issuers: YAML list items (`  - name: ...`).
+    pub fn with_issuers(mut self, yaml: &str) -> Self {
+        self.extra_issuers.push_str(yaml);
+        self
+    }
+
+    /// Adds top-level YAML.
+    pub fn with_yaml(mut self, yaml: &str) -> Self {
+        self.extra.push_str(yaml);
+        self
+    }
+
+    /// Sets `headers.internal_token`.
+    pub fn with_internal_token(mut self, on: bool) -> Self {
+        self.internal_token = on;
+        self
     }
 
     /// Serves the gRPC listener over TLS with `cert` and `key`; with `client_ca`,
@@ -82,19 +139,24 @@ issuers:
     authorized_parties: [{azp}]
     leeway: 5s
     credentials: [{{ header: authorization }}, {{ cookie: __session }}]
-users:
-  source: claims
-headers:
+{extra_issuers}users:
+{users}headers:
   strip_prefixes: [x-user-, x-service-, x-portcullis-]
-  user: {{ x-user-id: user.id, x-user-role: user.role }}
+  user: {{ {user_headers} }}
   request_id: x-request-id
+  internal_token: {internal_token}
 policy: {policy}
-",
+{extra}",
             issuer = super::tokens::ISSUER,
             jwks_uri = self.jwks_uri,
             azp = super::tokens::AUTHORIZED_PARTY,
             policy = policy.display(),
             tls = self.tls_yaml(),
+            extra_issuers = self.extra_issuers,
+            internal_token = self.internal_token,
+            extra = self.extra,
+            users = self.users,
+            user_headers = self.user_headers,
         )
     }
 

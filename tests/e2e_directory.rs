@@ -1,0 +1,182 @@
+//! The user directory end to end: a real Envoy in front of portcullis, users in a
+//! real PostgreSQL, Clerk-shaped RS256 tokens. The upstream receives the
+//! database's `id`, `role` and `channel_id`; a role changed in the database is not
+//! seen until a signed `user.updated` webhook arrives; `user.deleted` denies the
+//! next request. A second portcullis process sharing real Redis hears both
+//! webhooks, though they were delivered to the first.
+
+mod support;
+
+use envoy_types::pb::envoy::service::auth::v3::{
+    attribute_context::{HttpRequest, Request as AttrRequest},
+    authorization_client::AuthorizationClient,
+    check_response::HttpResponse,
+    AttributeContext, CheckRequest,
+};
+use sqlx::{Connection, Executor};
+use std::time::{Duration, Instant};
+use support::{
+    ClerkClaims, EchoUpstream, Envoy, JwksServer, Portcullis, PortcullisConfig, SigningKey,
+};
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+use support::svix::SECRET as WEBHOOK_SECRET;
+
+/// Delivers a Svix-signed Clerk event to portcullis' webhook endpoint.
+async fn deliver(portcullis: &Portcullis, kind: &str, sub: &str) -> u16 {
+    support::svix::deliver(portcullis.http_addr(), kind, sub).await
+}
+
+/// The role portcullis `grpc` gives the token, or its deny status.
+async fn role_at(portcullis: &Portcullis, token: &str) -> Result<String, i32> {
+    let mut client = AuthorizationClient::connect(format!("http://{}", portcullis.grpc_addr()))
+        .await
+        .unwrap();
+    let request = CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(AttrRequest {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/api/videos".into(),
+                    headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    match client
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .http_response
+    {
+        Some(HttpResponse::OkResponse(ok)) => Ok(ok
+            .headers
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .find(|h| h.key == "x-user-role")
+            .map(|h| h.value.clone())
+            .unwrap_or_default()),
+        Some(HttpResponse::DeniedResponse(d)) => Err(d.status.unwrap().code),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Polls `portcullis` until it answers `want` for `token` (2 s at most).
+async fn eventually(portcullis: &Portcullis, token: &str, want: Result<String, i32>) {
+    let start = Instant::now();
+    loop {
+        let got = role_at(portcullis, token).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "still {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn database_context_webhooks_and_replicas() {
+    let database = format!("portcullis_e2e_{:016x}", rand::random::<u64>());
+    let mut admin = sqlx::PgConnection::connect(PG_ADMIN)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    admin
+        .execute(format!("CREATE DATABASE {database}").as_str())
+        .await
+        .unwrap();
+    let db_url = format!("postgres://postgres@127.0.0.1:5432/{database}");
+    let mut db = sqlx::PgConnection::connect(&db_url).await.unwrap();
+    let claims = ClerkClaims::user("IGNORED-CLAIM");
+    db.execute(
+        format!(
+            "CREATE TABLE users (id TEXT, clerk_id TEXT UNIQUE, role TEXT, channel_id TEXT);
+             INSERT INTO users VALUES ('42', '{}', 'USER', 'ch_9');",
+            claims.sub
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("clerk.secret");
+    std::fs::write(&secret_file, WEBHOOK_SECRET).unwrap();
+    let key = SigningKey::generate(support::FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let config = PortcullisConfig::user_traffic(jwks.uri())
+        .with_users(&format!(
+            "  source: {db_url}\n  query: SELECT id, role, channel_id FROM users WHERE clerk_id = $1\n  cache: {{ ttl: 5m, negative_ttl: 30s }}\n"
+        ))
+        .with_user_headers("x-user-id: user.id, x-user-role: user.role, x-user-channel-id: user.channel_id")
+        .with_extra(&format!(
+            "webhooks:\n  clerk: {{ secret_file: {} }}\nstate:\n  redis: redis://127.0.0.1:6379\n",
+            secret_file.display()
+        ));
+    let upstream = EchoUpstream::start().await;
+    let first = Portcullis::start(&config).await;
+    let second = Portcullis::start(&config).await;
+    let envoy = Envoy::start(first.grpc_addr(), upstream.addr()).await;
+    let token = claims.sign(&key);
+
+    // The upstream receives the database's context, not the token's claims.
+    let response = envoy.get("/api/videos").bearer(&token).send().await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let seen = response.upstream().expect("reached the upstream");
+    assert_eq!(seen.header("x-user-id"), Some("42"));
+    assert_eq!(seen.header("x-user-role"), Some("USER"));
+    assert_eq!(seen.header("x-user-channel-id"), Some("ch_9"));
+    assert_eq!(
+        role_at(&second, &token).await,
+        Ok("USER".into()),
+        "the replica caches it too"
+    );
+
+    // A role changed in the database: nothing changes until the webhook.
+    db.execute(
+        format!(
+            "UPDATE users SET role = 'ADMIN' WHERE clerk_id = '{}'",
+            claims.sub
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let response = envoy.get("/api/videos").bearer(&token).send().await;
+    assert_eq!(
+        response.upstream().unwrap().header("x-user-role"),
+        Some("USER"),
+        "cached"
+    );
+    assert_eq!(role_at(&second, &token).await, Ok("USER".into()));
+
+    // user.updated, delivered to the first replica only.
+    assert_eq!(deliver(&first, "user.updated", &claims.sub).await, 200);
+    let response = envoy.get("/api/videos").bearer(&token).send().await;
+    assert_eq!(
+        response.upstream().unwrap().header("x-user-role"),
+        Some("ADMIN"),
+        "evicted"
+    );
+    eventually(&second, &token, Ok("ADMIN".into())).await;
+
+    // user.deleted: the next request is refused, on both replicas.
+    assert_eq!(deliver(&first, "user.deleted", &claims.sub).await, 200);
+    let response = envoy.get("/api/videos").bearer(&token).send().await;
+    assert_eq!(response.status, 401, "{}", response.text());
+    assert!(response.upstream().is_none(), "never reaches the upstream");
+    eventually(&second, &token, Err(401)).await;
+
+    drop(envoy);
+    drop(first);
+    drop(second);
+    let _ = admin
+        .execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str())
+        .await;
+}
