@@ -72,8 +72,7 @@ fn print_dev_banner(setup: &dev::DevSetup) {
         setup.secret
     );
     println!(
-        "  (secret kept in {}/secret; tokens in {}/tokens.env)",
-        setup.dir.display(),
+        "  (secret kept in {0}/secret; tokens in {0}/tokens.env; users in the SQLite directory {0}/portcullis-dev.db)",
         setup.dir.display()
     );
     for token in &setup.tokens {

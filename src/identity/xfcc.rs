@@ -85,9 +85,12 @@ pub fn parse(header: &str) -> Result<Vec<XfccElement>, XfccError> {
     }
 }
 
-/// Reads one `Key=Value` up to an unquoted `;` or `,`. Returns the key (trimmed),
-/// the value (unquoted) if there was a `=`, the separator and the remaining text.
-fn next_pair(text: &str) -> Result<(String, Option<String>, Option<char>, &str), XfccError> {
+/// One `Key=Value` as read: the key (trimmed), the value (unquoted) if there was a
+/// `=`, the separator that ended it (`None` at the end), and the text after it.
+type Pair<'a> = (String, Option<String>, Option<char>, &'a str);
+
+/// Reads one `Key=Value` up to an unquoted `;` or `,`.
+fn next_pair(text: &str) -> Result<Pair<'_>, XfccError> {
     let mut key = String::new();
     let mut value: Option<String> = None;
     let mut chars = text.char_indices();
