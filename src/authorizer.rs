@@ -139,6 +139,15 @@ impl Engine {
     /// user's context (checks, token exchange) goes through here.
     pub async fn user_for(&self, token: &VerifiedToken) -> Result<User, UserError> {
         let from_claims = || User::from_claims(&token.issuer, &token.subject, token.claims.clone());
+        // A token portcullis signed itself (token exchange) already carries the
+        // directory's context, and its `sub` is `user.id`, not the IdP subject the
+        // directory is keyed by: it is read back, never looked up again.
+        if let Some(mint) = &self.mint {
+            if token.claims.get("iss").and_then(|iss| iss.as_str()) == Some(mint.issuer()) {
+                return crate::identity::context_token::user_of(&token.claims)
+                    .map_err(|_| UserError::Unknown);
+            }
+        }
         if self.directory.is_claims() {
             return Ok(from_claims());
         }

@@ -1,5 +1,6 @@
 //! Assembles and runs the process: the gRPC listener (ext_authz, health,
-//! reflection, admin) and the HTTP listener, with graceful shutdown.
+//! reflection, admin, token service) and the HTTP listener, with graceful
+//! shutdown.
 
 use crate::admin_api::pb::token_service_server::TokenServiceServer;
 use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};

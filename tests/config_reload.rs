@@ -2,12 +2,8 @@
 //! next checks; a broken one is refused with the error on `/readyz` while the
 //! previous config keeps serving.
 
-use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context::{HttpRequest, Request as AttrRequest},
-    authorization_client::AuthorizationClient,
-    check_response::HttpResponse,
-    AttributeContext, CheckRequest,
-};
+mod support;
+
 use portcullis::config::Config;
 use portcullis::server::Server;
 use std::time::{Duration, Instant};
@@ -42,36 +38,20 @@ fn token() -> String {
     .unwrap()
 }
 
-/// The headers an allowed check sets.
-async fn set_headers(client: &mut AuthorizationClient<tonic::transport::Channel>) -> Vec<String> {
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/x".into(),
-                    headers: [
-                        ("authorization".to_string(), format!("Bearer {}", token())),
-                        ("x-request-id".to_string(), "r-1".to_string()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    };
-    let response = client.check(request).await.unwrap().into_inner();
-    match response.http_response {
-        Some(HttpResponse::OkResponse(ok)) => ok
-            .headers
-            .into_iter()
-            .filter_map(|h| h.header)
-            .map(|h| h.key)
-            .collect(),
-        other => panic!("expected allow: {other:?}"),
-    }
+/// The headers an allowed check sets, sorted.
+async fn set_headers(grpc: std::net::SocketAddr) -> Vec<String> {
+    let bearer = format!("Bearer {}", token());
+    let headers = support::check::check(
+        grpc,
+        "GET",
+        "/x",
+        &[("authorization", &bearer), ("x-request-id", "r-1")],
+    )
+    .await
+    .expect("allowed");
+    let mut names: Vec<String> = headers.into_keys().collect();
+    names.sort();
+    names
 }
 
 #[tokio::test]
@@ -88,16 +68,13 @@ async fn config_changes_apply_and_broken_ones_are_refused() {
     let server = Server::bind(&Config::load(&file).unwrap()).await.unwrap();
     let (grpc, http) = (server.grpc_addr(), server.http_addr());
     tokio::spawn(server.run(std::future::pending()));
-    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    assert_eq!(set_headers(&mut client).await, vec!["x-user-id"]);
+    assert_eq!(set_headers(grpc).await, vec!["x-user-id"]);
 
     let tmp = dir.path().join("portcullis.yaml.tmp");
     std::fs::write(&tmp, config("x-user-id: user.id, x-user-team: token.team")).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
     let start = Instant::now();
-    while set_headers(&mut client).await.len() != 2 {
+    while set_headers(grpc).await.len() != 2 {
         assert!(
             start.elapsed() < Duration::from_secs(3),
             "the new header mapping never applied"
@@ -128,8 +105,7 @@ async fn config_changes_apply_and_broken_ones_are_refused() {
         body.contains("portcullis.yaml:9"),
         "the error names file and line: {body}"
     );
-    let mut headers = set_headers(&mut client).await;
-    headers.sort();
+    let headers = set_headers(grpc).await;
     assert_eq!(
         headers,
         vec!["x-user-id", "x-user-team"],

@@ -7,12 +7,6 @@
 
 mod support;
 
-use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context::{HttpRequest, Request as AttrRequest},
-    authorization_client::AuthorizationClient,
-    check_response::HttpResponse,
-    AttributeContext, CheckRequest,
-};
 use sqlx::{Connection, Executor};
 use std::time::{Duration, Instant};
 use support::{
@@ -27,42 +21,9 @@ async fn deliver(portcullis: &Portcullis, kind: &str, sub: &str) -> u16 {
     support::svix::deliver(portcullis.http_addr(), kind, sub).await
 }
 
-/// The role portcullis `grpc` gives the token, or its deny status.
+/// The role portcullis gives the token, or its deny status.
 async fn role_at(portcullis: &Portcullis, token: &str) -> Result<String, i32> {
-    let mut client = AuthorizationClient::connect(format!("http://{}", portcullis.grpc_addr()))
-        .await
-        .unwrap();
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/api/videos".into(),
-                    headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    };
-    match client
-        .check(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .http_response
-    {
-        Some(HttpResponse::OkResponse(ok)) => Ok(ok
-            .headers
-            .iter()
-            .filter_map(|h| h.header.as_ref())
-            .find(|h| h.key == "x-user-role")
-            .map(|h| h.value.clone())
-            .unwrap_or_default()),
-        Some(HttpResponse::DeniedResponse(d)) => Err(d.status.unwrap().code),
-        other => panic!("unexpected {other:?}"),
-    }
+    support::check::role(portcullis.grpc_addr(), "/api/videos", token).await
 }
 
 /// Polls `portcullis` until it answers `want` for `token` (2 s at most).

@@ -5,12 +5,6 @@
 
 mod support;
 
-use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context::{HttpRequest, Request as AttrRequest},
-    authorization_client::AuthorizationClient,
-    check_response::HttpResponse,
-    AttributeContext, CheckRequest,
-};
 use portcullis::config::Config;
 use portcullis::server::Server;
 use sqlx::{Connection, Executor};
@@ -58,40 +52,7 @@ async fn role(grpc: SocketAddr, sub: &str) -> Result<String, i32> {
         &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
     )
     .unwrap();
-    let mut client = AuthorizationClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    let request = CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(AttrRequest {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/x".into(),
-                    headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    };
-    match client
-        .check(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .http_response
-    {
-        Some(HttpResponse::OkResponse(ok)) => Ok(ok
-            .headers
-            .iter()
-            .filter_map(|h| h.header.as_ref())
-            .find(|h| h.key == "x-user-role")
-            .map(|h| h.value.clone())
-            .unwrap_or_default()),
-        Some(HttpResponse::DeniedResponse(d)) => Err(d.status.unwrap().code),
-        other => panic!("unexpected {other:?}"),
-    }
+    support::check::role(grpc, "/x", &token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,12 +6,6 @@
 
 mod support;
 
-use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context::{HttpRequest, Request as AttrRequest},
-    authorization_client::AuthorizationClient,
-    check_response::HttpResponse,
-    AttributeContext, CheckRequest,
-};
 use portcullis::config::Config;
 use portcullis::server::Server;
 use sqlx::{Connection, Executor};
@@ -32,7 +26,7 @@ fn token(sub: &str) -> String {
 
 struct Harness {
     http: SocketAddr,
-    client: AuthorizationClient<tonic::transport::Channel>,
+    grpc: SocketAddr,
     db: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -74,12 +68,9 @@ policy: policy.yaml
         let server = Server::bind(&config).await.unwrap();
         let (grpc, http) = (server.grpc_addr(), server.http_addr());
         tokio::spawn(server.run(std::future::pending()));
-        let client = AuthorizationClient::connect(format!("http://{grpc}"))
-            .await
-            .unwrap();
         Harness {
             http,
-            client,
+            grpc,
             db,
             _dir: dir,
         }
@@ -87,42 +78,7 @@ policy: policy.yaml
 
     /// The role the upstream would get for user_a, or the deny status.
     async fn role(&mut self) -> Result<String, i32> {
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(AttrRequest {
-                    http: Some(HttpRequest {
-                        method: "GET".into(),
-                        path: "/x".into(),
-                        headers: [(
-                            "authorization".to_string(),
-                            format!("Bearer {}", token("user_a")),
-                        )]
-                        .into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        };
-        match self
-            .client
-            .check(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .http_response
-        {
-            Some(HttpResponse::OkResponse(ok)) => Ok(ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-user-role")
-                .map(|h| h.value.clone())
-                .unwrap_or_default()),
-            Some(HttpResponse::DeniedResponse(denied)) => Err(denied.status.unwrap().code),
-            other => panic!("unexpected answer {other:?}"),
-        }
+        support::check::role(self.grpc, "/x", &token("user_a")).await
     }
 
     async fn set_role(&self, role: &str) {

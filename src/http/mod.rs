@@ -1,5 +1,7 @@
-//! The HTTP listener (SPEC §3, §9): `/healthz`, `/readyz`, `/metrics`. Handlers
-//! only convert; decisions and status come from the shared core.
+//! The HTTP listener (SPEC §3, §9): `/healthz`, `/readyz`, `/metrics`,
+//! `/webhooks/clerk`, and the tokens portcullis signs (`/.well-known/jwks.json`,
+//! `/v1/token/exchange`). Handlers only convert; decisions and status come from
+//! the shared core.
 
 mod tokens;
 mod webhooks;

@@ -17,6 +17,7 @@
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod check;
 pub mod client;
 pub mod echo;
 pub mod envoy;

@@ -1,0 +1,164 @@
+//! The Envoy bootstraps of the reference points: the listener settings of
+//! `mesh/envoy/front-proxy.yaml` (edge HCM: path normalization, slash merging,
+//! underscore headers refused), one route answered by Envoy itself
+//! (`direct_response`, so the upstream costs nothing), and one of:
+//! no auth, native `jwt_authn` (with or without its JWT cache), or ext_authz to
+//! a gRPC cluster (null-authz or portcullis), optionally sending only the headers
+//! portcullis reads (`allowed_headers`).
+
+use std::net::SocketAddr;
+
+/// What sits in front of the route.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    None,
+    /// Native `jwt_authn` with the JWKS inline; `cache`: its verified-JWT cache.
+    JwtAuthn {
+        issuer: String,
+        jwks: String,
+        cache: bool,
+    },
+    /// ext_authz over gRPC (HTTP/2, plaintext loopback) to `authz`.
+    ExtAuthz {
+        authz: SocketAddr,
+        allowed_headers: bool,
+    },
+}
+
+/// The headers portcullis reads (SPEC §3/§4), for `allowed_headers`: credentials,
+/// the request id, XFCC, and every header under a stripped prefix (portcullis
+/// removes those it sees, so it must see them all). Envoy always adds Host, Method,
+/// Path, Content-Length and Authorization. A policy whose `when` reads other
+/// `request.headers` must list them too.
+pub const ALLOWED_HEADERS: &str = r#"
+                      allowed_headers:
+                        patterns:
+                          - { exact: cookie }
+                          - { exact: x-request-id }
+                          - { exact: x-forwarded-client-cert }
+                          - { prefix: x-user- }
+                          - { prefix: x-service- }
+                          - { prefix: x-portcullis- }"#;
+
+pub fn bootstrap(listener: SocketAddr, admin: SocketAddr, auth: &Auth) -> String {
+    let (filter, cluster) = match auth {
+        Auth::None => (String::new(), String::new()),
+        Auth::JwtAuthn {
+            issuer,
+            jwks,
+            cache,
+        } => {
+            let cache = if *cache {
+                "\n                          jwt_cache_config: { jwt_cache_size: 1000 }"
+            } else {
+                ""
+            };
+            (
+                format!(
+                    r#"
+                  - name: envoy.filters.http.jwt_authn
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+                      providers:
+                        clerk:
+                          issuer: {issuer}
+                          from_headers: [{{ name: authorization, value_prefix: "Bearer " }}]
+                          local_jwks:
+                            inline_string: '{jwks}'{cache}
+                      rules:
+                        - match: {{ prefix: / }}
+                          requires: {{ provider_name: clerk }}"#
+                ),
+                String::new(),
+            )
+        }
+        Auth::ExtAuthz {
+            authz,
+            allowed_headers,
+        } => (
+            format!(
+                r#"
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      transport_api_version: V3
+                      grpc_service:
+                        envoy_grpc: {{ cluster_name: authz }}
+                        timeout: 1s
+                      failure_mode_allow: false
+                      status_on_error: {{ code: ServiceUnavailable }}{allowed}"#,
+                allowed = if *allowed_headers { ALLOWED_HEADERS } else { "" }
+            ),
+            format!(
+                r#"
+  clusters:
+    - name: authz
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {{}}
+      load_assignment:
+        cluster_name: authz
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{ address: {ip}, port_value: {port} }}"#,
+                ip = authz.ip(),
+                port = authz.port()
+            ),
+        ),
+    };
+    format!(
+        r#"static_resources:
+  listeners:
+    - name: front
+      address:
+        socket_address: {{ address: {lip}, port_value: {lport} }}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: front
+                use_remote_address: true
+                xff_num_trusted_hops: 0
+                preserve_external_request_id: true
+                normalize_path: true
+                merge_slashes: true
+                path_with_escaped_slashes_action: REJECT_REQUEST
+                common_http_protocol_options:
+                  headers_with_underscores_action: REJECT_REQUEST
+                request_headers_timeout: 10s
+                route_config:
+                  name: front
+                  virtual_hosts:
+                    - name: all
+                      domains: ["*"]
+                      routes:
+                        - match: {{ prefix: "/" }}
+                          direct_response: {{ status: 200, body: {{ inline_string: "ok" }} }}
+                http_filters:{filter}
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{cluster}
+overload_manager:
+  resource_monitors:
+    - name: envoy.resource_monitors.global_downstream_max_connections
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+        max_active_downstream_connections: 50000
+admin:
+  address:
+    socket_address: {{ address: {aip}, port_value: {aport} }}
+"#,
+        lip = listener.ip(),
+        lport = listener.port(),
+        aip = admin.ip(),
+        aport = admin.port(),
+    )
+}
