@@ -7,10 +7,7 @@ mod support;
 
 use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context::{HttpRequest, Request as AttrRequest},
-    authorization_client::AuthorizationClient,
-    check_response::HttpResponse,
-    AttributeContext, CheckRequest, CheckResponse,
+    authorization_client::AuthorizationClient, check_response::HttpResponse, CheckResponse,
 };
 use portcullis::config::Config;
 use portcullis::server::Server;
@@ -118,24 +115,7 @@ policy: policy.yaml
     }
 
     async fn check(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> CheckResponse {
-        let request = CheckRequest {
-            attributes: Some(AttributeContext {
-                request: Some(AttrRequest {
-                    http: Some(HttpRequest {
-                        method: method.into(),
-                        path: path.into(),
-                        host: "api.example.test".into(),
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        };
+        let request = support::check::request(method, path, headers);
         // A deny is data: the RPC itself must succeed.
         self.client
             .check(request)

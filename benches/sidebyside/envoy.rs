@@ -87,7 +87,11 @@ pub fn bootstrap(listener: SocketAddr, admin: SocketAddr, auth: &Auth) -> String
                         timeout: 1s
                       failure_mode_allow: false
                       status_on_error: {{ code: ServiceUnavailable }}{allowed}"#,
-                allowed = if *allowed_headers { ALLOWED_HEADERS } else { "" }
+                allowed = if *allowed_headers {
+                    ALLOWED_HEADERS
+                } else {
+                    ""
+                }
             ),
             format!(
                 r#"

@@ -199,12 +199,13 @@ pub async fn http_get(
         let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                .await?;
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         senders.push(Arc::new(tokio::sync::Mutex::new(sender)));
     }
-    let send = move |sender: Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>>,
+    let send = move |sender: Arc<
+        tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>,
+    >,
                      headers: Vec<(String, String)>| async move {
         let mut builder = http::Request::get(path).header("host", "api.example.com");
         for (k, v) in &headers {
@@ -301,10 +302,11 @@ fn micros(d: Duration) -> u32 {
 /// `wrk` against Envoy: fixed connections and duration, one thread. With
 /// `tokens_file`, each request carries the next token of the file and wrk stops when
 /// the file is used up (fresh tokens, never a cache hit).
+#[allow(clippy::too_many_arguments)]
 pub fn wrk(
     addr: SocketAddr,
     path: &str,
-    header: Option<&str>,
+    headers: &[&str],
     tokens_file: Option<&std::path::Path>,
     connections: usize,
     duration: Duration,
@@ -316,14 +318,18 @@ pub fn wrk(
         Some(file) => format!(
             r#"local tokens = {{}}
 for line in io.lines("{file}") do tokens[#tokens + 1] = line end
-local i, done = 0, 0
-local statuses = {{}}
+local i = 0
+local h = nil
 request = function()
+  if h == nil then
+    h = {{}}
+    for k, v in pairs(wrk.headers) do h[k] = v end
+  end
   i = i + 1
   if i > #tokens then wrk.thread:stop() ; i = #tokens end
-  return wrk.format("GET", "{path}", {{ ["Host"] = "api.example.com", ["Authorization"] = "Bearer " .. tokens[i] }})
+  h["Authorization"] = "Bearer " .. tokens[i]
+  return wrk.format("GET", "{path}", h)
 end
-response = function(status) statuses[status] = (statuses[status] or 0) + 1 end
 "#,
             file = file.display()
         ),
@@ -345,7 +351,7 @@ response = function(status) statuses[status] = (statuses[status] or 0) + 1 end
         "-H",
         "Host: api.example.com",
     ]);
-    if let Some(h) = header {
+    for h in headers {
         command.args(["-H", h]);
     }
     if tokens_file.is_some() {

@@ -185,10 +185,7 @@ pub fn quantile(before: &Buckets, after: &Buckets, q: f64) -> Option<(f64, f64)>
     let diff: Vec<(f64, u64)> = after
         .iter()
         .map(|(le, n)| {
-            let was = before
-                .iter()
-                .find(|(l, _)| l == le)
-                .map_or(0, |(_, n)| *n);
+            let was = before.iter().find(|(l, _)| l == le).map_or(0, |(_, n)| *n);
             (*le, n - was)
         })
         .collect();

@@ -1,7 +1,6 @@
 //! Durations as the mesh writes them: `500ms`, `30s`, `5m`, `24h`, `7d`, or a
 //! combination such as `1h30m`.
 
-use serde::{Deserialize, Deserializer};
 use std::{fmt, str::FromStr, time::Duration};
 
 /// A configured duration.
@@ -50,13 +49,6 @@ impl FromStr for ConfigDuration {
 impl fmt::Display for ConfigDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
