@@ -6,7 +6,7 @@ use crate::answer::{Answer, DenyKind, RequestId};
 use crate::config::{Config, HeadersConfig, IssuerConfig, KeySpec};
 use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
 use crate::identity::caller::{EastWest, IdentityError};
-use crate::identity::svix::WebhookSecret;
+use crate::identity::svix::{SvixHeaders, WebhookError, WebhookSecret};
 use crate::identity::IssuerKind;
 use crate::identity::{
     jwks::JwksCache, Authentication, Authenticator, Issuer, KeySource, TokenCache, TokenError,
@@ -15,7 +15,7 @@ use crate::identity::{
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::mint::TokenMint;
 use crate::policy::{decide, Context, NormalizedPath, Policy};
-use crate::principal::User;
+use crate::principal::{Principal, User, Webhook};
 use crate::request::AuthzRequest;
 use crate::state::SharedState;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -118,6 +118,38 @@ impl Engine {
     /// The Clerk webhook secret and the ids seen, when webhooks are configured.
     pub fn clerk_webhook(&self) -> Option<(&WebhookSecret, &moka::sync::Cache<String, ()>)> {
         self.clerk_webhook.as_ref().map(|s| (s, &self.webhook_ids))
+    }
+
+    /// The webhook principal of a request carrying a Svix signature (SPEC §4: a
+    /// webhook route forwarded to an upstream, with Envoy sending the body):
+    /// `None` when the request carries no `svix-signature` or no webhook is
+    /// configured. No replay check here: Svix retries a delivery the upstream
+    /// failed with the same id, so the upstream deduplicates by `svix-id`; the
+    /// five-minute timestamp tolerance bounds replays.
+    pub fn webhook_caller(
+        &self,
+        request: &AuthzRequest,
+    ) -> Option<Result<Principal, WebhookError>> {
+        let secret = self.clerk_webhook.as_ref()?;
+        let signature = request.header("svix-signature")?;
+        let headers = SvixHeaders {
+            id: request.header("svix-id"),
+            timestamp: request.header("svix-timestamp"),
+            signature: Some(signature),
+        };
+        Some(
+            secret
+                .verify(
+                    headers,
+                    &request.body,
+                    crate::identity::token_cache::unix_now(),
+                )
+                .map(|_| {
+                    Principal::Webhook(Webhook {
+                        name: "clerk".into(),
+                    })
+                }),
+        )
     }
 
     /// The state shared with other replicas, when `state.redis` is set.
@@ -302,6 +334,27 @@ impl Authorizer {
                 );
             }
         };
+        if let Some(webhook) = engine.webhook_caller(request) {
+            let principal = match webhook {
+                Ok(principal) => principal,
+                Err(e) => {
+                    let message = format!("the webhook signature is not accepted: {e}");
+                    let answer = Answer::deny(DenyKind::InvalidCredentials, &message, rid);
+                    return (answer, "authentication".into(), "invalid");
+                }
+            };
+            let decision = decide(
+                &self.policy.load(),
+                &Context {
+                    request,
+                    path: &path,
+                    principal: &principal,
+                },
+            );
+            let answer =
+                Answer::for_decision(&decision, &engine.headers, request, &principal, request_id);
+            return (answer, decision.rule_name().to_owned(), principal.kind());
+        }
         let caller = match engine.east_west.caller(request) {
             Ok(caller) => caller,
             Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),

@@ -16,6 +16,9 @@ pub struct AuthzRequest {
     pub headers: HashMap<String, String>,
     /// The hop that sent the request to Envoy, as Envoy authenticated it.
     pub source: Source,
+    /// The request body, when Envoy sends it (`with_request_body`, on webhook
+    /// routes); empty otherwise.
+    pub body: Vec<u8>,
 }
 
 /// What Envoy knows about the connection the request arrived on (east-west, SPEC

@@ -71,7 +71,12 @@ async fn database_context_webhooks_and_replicas() {
     std::fs::write(&secret_file, WEBHOOK_SECRET).unwrap();
     let key = SigningKey::generate(support::FIRST_KID);
     let jwks = JwksServer::start(&[&key]).await;
+    let policy = format!(
+        "{}  - name: clerk-webhook\n    to: {{ paths: [/api/webhook/clerk], methods: [POST] }}\n    from: {{ webhooks: [clerk] }}\n",
+        support::portcullis::USER_TRAFFIC_POLICY
+    );
     let config = PortcullisConfig::user_traffic(jwks.uri())
+        .with_policy(&policy)
         .with_users(&format!(
             "  source: {db_url}\n  query: SELECT id, role, channel_id FROM users WHERE clerk_id = $1\n  cache: {{ ttl: 5m, negative_ttl: 30s }}\n"
         ))
@@ -133,6 +138,38 @@ async fn database_context_webhooks_and_replicas() {
     assert_eq!(response.status, 401, "{}", response.text());
     assert!(response.upstream().is_none(), "never reaches the upstream");
     eventually(&second, &token, Err(401)).await;
+
+    // A webhook route forwarded to the upstream: Envoy sends the body with the
+    // Check (the route's with_request_body), a Svix signature makes the caller
+    // the `clerk` webhook; unsigned or tampered deliveries never reach it.
+    let body = support::svix::event("user.created", "user_new");
+    let (id, ts) = ("msg_forwarded", support::svix::now());
+    let signature = support::svix::sign(WEBHOOK_SECRET, id, ts, &body);
+    let forward = |body: Vec<u8>, signature: &str| {
+        envoy
+            .request(http::Method::POST, "/api/webhook/clerk")
+            .header("svix-id", id)
+            .header("svix-timestamp", &ts.to_string())
+            .header("svix-signature", signature)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let response = forward(body.clone(), &signature).send().await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(
+        response.upstream().is_some(),
+        "the signed delivery reaches the upstream"
+    );
+    let response = forward(support::svix::event("user.deleted", "user_a"), &signature)
+        .send()
+        .await;
+    assert_eq!(response.status, 401, "a signature over another body");
+    let response = envoy
+        .request(http::Method::POST, "/api/webhook/clerk")
+        .body(body)
+        .send()
+        .await;
+    assert_eq!(response.status, 401, "unsigned");
 
     drop(envoy);
     drop(first);

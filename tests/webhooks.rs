@@ -46,7 +46,7 @@ impl Harness {
         std::fs::write(dir.path().join("clerk.secret"), WEBHOOK_SECRET).unwrap();
         std::fs::write(
             dir.path().join("policy.yaml"),
-            "rules:\n  - name: all\n    from: authenticated\n",
+            "rules:\n  - name: all\n    from: authenticated\n  - name: clerk-webhook\n    to: { paths: [/api/webhook/clerk], methods: [POST] }\n    from: { webhooks: [clerk] }\n",
         )
         .unwrap();
         std::fs::write(
@@ -216,4 +216,75 @@ async fn only_good_deliveries_change_the_cache() {
         metrics.contains(r#"portcullis_webhooks_total{webhook="clerk",result="accepted"} 3"#),
         "{metrics}"
     );
+}
+
+/// A webhook route forwarded to an upstream (SPEC §4): Envoy sends the body with
+/// the Check (`with_request_body`), a valid Svix signature makes the caller the
+/// `clerk` webhook principal for `from: { webhooks: [clerk] }`; a bad one is 401.
+#[tokio::test]
+async fn signed_webhooks_are_a_principal_on_forwarded_routes() {
+    let h = Harness::start().await;
+    let body = event("user.created", "user_new");
+    let id = "msg_route";
+    let ts = now();
+    let route = |signature: String, body: Vec<u8>| {
+        let mut request = support::check::request(
+            "POST",
+            "/api/webhook/clerk",
+            &[
+                ("svix-id", id),
+                ("svix-timestamp", &ts.to_string()),
+                ("svix-signature", &signature),
+            ],
+        );
+        if let Some(http) = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+        {
+            http.raw_body = body;
+        }
+        request
+    };
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://{}", h.grpc),
+    )
+    .await
+    .unwrap();
+    let status = |response: envoy_types::pb::envoy::service::auth::v3::CheckResponse| {
+        use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+        match response.http_response {
+            Some(HttpResponse::OkResponse(_)) => 200,
+            Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code,
+            other => panic!("{other:?}"),
+        }
+    };
+    let good = sign(WEBHOOK_SECRET, id, ts, &body);
+    let ok = client
+        .check(route(good.clone(), body.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status(ok),
+        200,
+        "a signed delivery is the clerk webhook principal"
+    );
+    // The same signature over another body, or no body at all: 401.
+    let tampered = client
+        .check(route(good.clone(), event("user.deleted", "user_a")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(tampered), 401);
+    let empty = client
+        .check(route(good, Vec::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(empty), 401);
+    // Without a signature the caller is anonymous, and the webhook rule does not apply.
+    let anonymous = support::check::check(h.grpc, "POST", "/api/webhook/clerk", &[]).await;
+    assert_eq!(anonymous, Err(401));
 }

@@ -82,6 +82,12 @@ impl From<&CheckRequest> for AuthzRequest {
                 certificate,
                 tls,
             },
+            // `pack_as_bytes: true` sends `raw_body`; otherwise the body is a string.
+            body: if http.raw_body.is_empty() {
+                http.body.clone().into_bytes()
+            } else {
+                http.raw_body.clone()
+            },
         }
     }
 }

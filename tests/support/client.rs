@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -27,6 +27,7 @@ pub struct RequestBuilder {
     headers: Vec<(String, String)>,
     /// TLS to the server (name `localhost`), when set.
     tls: Option<tokio_rustls::TlsConnector>,
+    body: Vec<u8>,
 }
 
 impl RequestBuilder {
@@ -38,6 +39,7 @@ impl RequestBuilder {
             path: path.to_owned(),
             headers: vec![("host".to_owned(), DEFAULT_HOST.to_owned())],
             tls: None,
+            body: Vec::new(),
         }
     }
 
@@ -54,6 +56,12 @@ impl RequestBuilder {
             self.headers.retain(|(existing, _)| existing != "host");
         }
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sends `body` (with its `content-length`).
+    pub fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = body;
         self
     }
 
@@ -103,7 +111,7 @@ impl RequestBuilder {
             request = request.header(name, value);
         }
         let request = request
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::from(self.body)))
             .map_err(|e| format!("{context}: invalid request: {e}"))?;
         let response = sender
             .send_request(request)
