@@ -27,12 +27,14 @@ pub enum Auth {
 
 /// The headers portcullis reads (SPEC §3/§4), for `allowed_headers`: credentials,
 /// the request id, XFCC, and every header under a stripped prefix (portcullis
-/// removes those it sees, so it must see them all). Envoy always adds Host, Method,
-/// Path, Content-Length and Authorization. A policy whose `when` reads other
+/// removes those it sees, so it must see them all). Envoy 1.40's gRPC ext_authz
+/// does NOT add `authorization` by itself (measured: without it every user is
+/// anonymous), so it is listed. A policy whose `when` reads other
 /// `request.headers` must list them too.
 pub const ALLOWED_HEADERS: &str = r#"
                       allowed_headers:
                         patterns:
+                          - { exact: authorization }
                           - { exact: cookie }
                           - { exact: x-request-id }
                           - { exact: x-forwarded-client-cert }

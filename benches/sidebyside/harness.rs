@@ -190,12 +190,37 @@ impl Fixture {
     fn config(&self, grpc: SocketAddr, http: SocketAddr, mtls: bool) -> String {
         let d = self.dir.path().display();
         format!(
-            "server:\n  grpc_listen: {grpc}\n  http_listen: {http}\ntrust_domain: example.org\n\
-issuers:\n  - name: clerk\n    kind: user\n    issuer: {iss}\n    jwks_file: {d}/jwks.json\n    algorithms: [RS256]\n    audiences: []\n    authorized_parties: [{azp}]\n    leeway: 5s\n    credentials: [{{ header: authorization }}, {{ cookie: __session }}]\n\
-  - name: fill\n    kind: user\n    issuer: bench-fill\n    secret_file: {d}/fill-secret\n    algorithms: [HS256]\n    audiences: [bench]\n\
-users:\n  source: sqlite://{d}/users.db\n  query: SELECT id, role, channel_id FROM users WHERE clerk_id = $1\n  cache: {{ ttl: 5m, negative_ttl: 30s, max_entries: 200000 }}\n  on_unknown: deny\n\
-headers:\n  strip_prefixes: [x-user-, x-service-, x-portcullis-]\n  user: {{ x-user-id: user.id, x-user-role: user.role, x-user-channel-id: user.channel_id, x-user-clerk-id: token.sub }}\n  request_id: x-request-id\n\
-policy: {d}/policy.yaml\n{mtls}",
+            r#"server:
+  grpc_listen: {grpc}
+  http_listen: {http}
+trust_domain: example.org
+issuers:
+  - name: clerk
+    kind: user
+    issuer: {iss}
+    jwks_file: {d}/jwks.json
+    algorithms: [RS256]
+    audiences: []
+    authorized_parties: [{azp}]
+    leeway: 5s
+    credentials: [{{ header: authorization }}, {{ cookie: __session }}]
+  - name: fill
+    kind: user
+    issuer: bench-fill
+    secret_file: {d}/fill-secret
+    algorithms: [HS256]
+    audiences: [bench]
+users:
+  source: sqlite://{d}/users.db
+  query: SELECT id, role, channel_id FROM users WHERE clerk_id = $1
+  cache: {{ ttl: 5m, negative_ttl: 30s, max_entries: 200000 }}
+  on_unknown: deny
+headers:
+  strip_prefixes: [x-user-, x-service-, x-portcullis-]
+  user: {{ x-user-id: user.id, x-user-role: user.role, x-user-channel-id: user.channel_id, x-user-clerk-id: token.sub }}
+  request_id: x-request-id
+policy: {d}/policy.yaml
+{mtls}"#,
             iss = tokens::ISSUER,
             azp = tokens::AUTHORIZED_PARTY,
             mtls = if mtls { "mtls: {}\n" } else { "" },
@@ -204,9 +229,12 @@ policy: {d}/policy.yaml\n{mtls}",
 
     /// Whether this build knows the east-west `mtls:` section (scenario d).
     fn mtls_supported(&mut self, opts: &Options) -> anyhow::Result<bool> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let (addr, other) = (
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            SocketAddr::from(([127, 0, 0, 1], 2)),
+        );
         let plain = self.dir.path().join("check-plain.yaml");
-        std::fs::write(&plain, self.config(addr, addr, false))?;
+        std::fs::write(&plain, self.config(addr, other, false))?;
         let check = |file: &Path| {
             std::process::Command::new(&opts.portcullis)
                 .args(["config", "check", "--config"])
@@ -221,9 +249,9 @@ policy: {d}/policy.yaml\n{mtls}",
             String::from_utf8_lossy(&out.stderr)
         );
         let with = self.dir.path().join("check-mtls.yaml");
-        std::fs::write(&with, self.config(addr, addr, true))?;
+        std::fs::write(&with, self.config(addr, other, true))?;
         let ok = check(&with)?.status.success();
-        self.config_text = self.config(addr, addr, ok);
+        self.config_text = self.config(addr, other, ok);
         Ok(ok)
     }
 }
@@ -303,9 +331,17 @@ fn policy() -> String {
     );
     for i in 0..15 {
         text.push_str(&format!(
-            "  - name: svc{i}-read\n    to: {{ paths: [/svc{i}, /svc{i}/**], methods: [GET] }}\n    from: {{ users: {{ roles: [USER, ADMIN] }} }}\n\
-  - name: svc{i}-write\n    to: {{ paths: [/svc{i}/**], methods: [POST, PUT, DELETE] }}\n    from: {{ users: {{ roles: [ADMIN] }} }}\n\
-  - name: svc{i}-own\n    to: {{ paths: [\"/svc{i}/users/{{user_id}}/settings\"] }}\n    from: {{ users: {{}} }}\n    when: params.user_id == user.id\n"
+            r#"  - name: svc{i}-read
+    to: {{ paths: [/svc{i}, /svc{i}/**], methods: [GET] }}
+    from: {{ users: {{ roles: [USER, ADMIN] }} }}
+  - name: svc{i}-write
+    to: {{ paths: [/svc{i}/**], methods: [POST, PUT, DELETE] }}
+    from: {{ users: {{ roles: [ADMIN] }} }}
+  - name: svc{i}-own
+    to: {{ paths: ["/svc{i}/users/{{user_id}}/settings"] }}
+    from: {{ users: {{}} }}
+    when: params.user_id == user.id
+"#
         ));
     }
     text
@@ -550,7 +586,9 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             opts.out.display()
         );
     }
-    let mut grpc_cases: Vec<(&str, SocketAddr, &Process, Arc<Requests<Bytes>>, i32)> = vec![
+    /// (name, address, process, requests, expected gRPC code)
+    type GrpcCase<'a> = (&'a str, SocketAddr, &'a Process, Arc<Requests<Bytes>>, i32);
+    let mut grpc_cases: Vec<GrpcCase> = vec![
         (
             "grpc null-authz",
             authz.null_addr,
@@ -960,7 +998,7 @@ fn report(
     };
     let mut md = String::new();
     md.push_str(&format!(
-        "Medians of {} round(s), {:.0} s per measurement, concurrency {}, {}. Load average before: {}.\n\n",
+        "Medians of {} round(s), {:.0} s per measurement, concurrency {}, {}. Load average at the end (the benchmark itself keeps both cores busy): {}.\n\n",
         rounds.len(),
         opts.duration.as_secs_f64(),
         opts.concurrency,

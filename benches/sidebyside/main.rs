@@ -6,7 +6,6 @@
 mod envoy;
 mod harness;
 mod load;
-mod null_authz;
 mod procs;
 #[path = "../../tests/support/tokens.rs"]
 #[allow(dead_code)]
