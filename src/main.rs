@@ -29,8 +29,9 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server. Without --config: embedded dev defaults (listeners on
-    /// 127.0.0.1:9191 and :8181, an HS256 dev issuer, demo tokens, the quick-start
-    /// policy), state in ./.portcullis-dev/.
+    /// 127.0.0.1:9191 and :8181, an HS256 dev issuer, a SQLite user directory
+    /// with two demo users and their tokens, the quick-start policy), state in
+    /// ./.portcullis-dev/.
     Serve {
         /// The config file (portcullis.yaml).
         #[arg(long, env = "PORTCULLIS_CONFIG")]
