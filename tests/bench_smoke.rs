@@ -51,12 +51,19 @@ fn every_reference_point_answers_a_short_load() {
         envoy: std::env::var_os("ENVOY_BIN")
             .map_or_else(|| root.join(".venv/bin/envoy"), PathBuf::from),
         out: out.path().to_owned(),
+        only: None,
     };
     let report = sidebyside::harness::run(&opts).expect("the harness runs");
     println!("{}", report.markdown);
     let rounds = report.json["rounds"].as_array().unwrap();
     let measured = rounds[0].as_array().unwrap();
-    assert!(measured.len() >= 18, "every reference point is measured");
+    assert!(measured.len() >= 19, "every reference point is measured");
+    assert!(
+        measured
+            .iter()
+            .any(|m| m["name"] == "grpc null-authz + bare RS256 (b) fresh RS256"),
+        "the floor of scenario (b) is measured"
+    );
     for m in measured {
         let name = m["name"].as_str().unwrap();
         assert!(

@@ -48,6 +48,15 @@ pub struct Options {
     pub envoy: PathBuf,
     /// Where `results.json` and the logs go.
     pub out: PathBuf,
+    /// Run only the measurements whose name contains this (`fill` names the RSS
+    /// fill): for profiling one scenario. The ratios of the others are NaN.
+    pub only: Option<String>,
+}
+
+impl Options {
+    fn wanted(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| name.contains(only))
+    }
 }
 
 /// The gRPC status codes and HTTP statuses the scenarios expect.
@@ -128,7 +137,11 @@ async fn run_async(opts: &Options) -> anyhow::Result<Report> {
         rss.push(round_rss);
         rounds.push(measured);
     }
-    let fill = fill_rss(opts, &fixture).await?;
+    let fill = if opts.wanted("fill") {
+        fill_rss(opts, &fixture).await?
+    } else {
+        f64::NAN
+    };
     eprintln!(
         "RSS with {} cached users and tokens: {:.1} MiB",
         opts.fill,
@@ -410,6 +423,9 @@ fn wrk_headers(token: Option<&str>) -> Vec<String> {
 struct Authorizers {
     null: Process,
     null_addr: SocketAddr,
+    /// null-authz doing one bare RS256 verification per Check: the floor of (b).
+    null_rs256: Process,
+    null_rs256_addr: SocketAddr,
     portcullis: Process,
     grpc: SocketAddr,
     http: SocketAddr,
@@ -459,10 +475,26 @@ impl Authorizers {
             cpus(opts, "1").as_deref(),
         )?;
         procs::wait_listening(null_addr, &mut null)?;
+        let null_rs256_addr = procs::free_port();
+        let jwks = fixture.dir.path().join("jwks.json");
+        let mut null_rs256 = Process::spawn(
+            "null-authz-rs256",
+            &opts.null_authz,
+            &[
+                null_rs256_addr.to_string(),
+                "--verify-rs256".into(),
+                jwks.display().to_string(),
+            ],
+            &opts.out.join("null-authz-rs256.log"),
+            cpus(opts, "1").as_deref(),
+        )?;
+        procs::wait_listening(null_rs256_addr, &mut null_rs256)?;
         let (portcullis, grpc, http) = start_portcullis(opts, fixture, "portcullis")?;
         Ok(Self {
             null,
             null_addr,
+            null_rs256,
+            null_rs256_addr,
             portcullis,
             grpc,
             http,
@@ -563,14 +595,16 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         None,
         Some("spiffe://example.org/ns/default/sa/videos"),
     )]);
-    let grpc_b = Requests::once(
-        fx.fresh_grpc
-            .iter()
-            .map(|t| check_request(PATH, Some(t), None))
-            .collect(),
-    );
+    let fresh_checks: Vec<Bytes> = fx
+        .fresh_grpc
+        .iter()
+        .map(|t| check_request(PATH, Some(t), None))
+        .collect();
+    // The same pool for both: null-authz keeps no cache.
+    let grpc_b_floor = Requests::once(fresh_checks.clone());
+    let grpc_b = Requests::once(fresh_checks);
     // Warm both servers (connections, directory cache, token cache for `a`).
-    for addr in [authz.null_addr, authz.grpc] {
+    for addr in [authz.null_addr, authz.null_rs256_addr, authz.grpc] {
         let r = load::grpc_check(
             addr,
             Arc::clone(&grpc_a),
@@ -604,6 +638,13 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             GRPC_OK,
         ),
         (
+            "grpc null-authz + bare RS256 (b) fresh RS256",
+            authz.null_rs256_addr,
+            &authz.null_rs256,
+            grpc_b_floor,
+            GRPC_OK,
+        ),
+        (
             "grpc portcullis (b) fresh RS256",
             authz.grpc,
             &authz.portcullis,
@@ -627,6 +668,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             GRPC_OK,
         ));
     }
+    grpc_cases.retain(|case| opts.wanted(case.0));
     for (name, addr, process, requests, expect) in grpc_cases {
         let metrics = (addr == authz.grpc).then_some(authz.http);
         let m = measure(name, &[("authz", process)], metrics, true, || {
@@ -640,6 +682,9 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         ("grpc @1000/s null-authz", authz.null_addr, &authz.null),
         ("grpc @1000/s portcullis (a)", authz.grpc, &authz.portcullis),
     ] {
+        if !opts.wanted(name) {
+            continue;
+        }
         let metrics = (addr == authz.grpc).then_some(authz.http);
         let requests = Arc::clone(&grpc_a);
         out.push(
@@ -680,7 +725,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         bool,
         Option<SocketAddr>,
     );
-    let e2e: Vec<Case> = vec![
+    let mut e2e: Vec<Case> = vec![
         (
             "e2e envoy, no auth",
             Auth::None,
@@ -772,6 +817,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             Some(authz.http),
         ),
     ];
+    e2e.retain(|case| opts.wanted(case.0));
     for (i, (name, auth, process, token, fresh, ok, metrics)) in e2e.into_iter().enumerate() {
         let (envoy, listener) = start_envoy(opts, &auth, &format!("{i}"))?;
         let headers = wrk_headers(token);
@@ -840,6 +886,9 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             Some(authz.http),
         ),
     ] {
+        if !opts.wanted(name) {
+            continue;
+        }
         let (envoy, listener) = start_envoy(opts, &auth, "rate")?;
         let requests = Requests::cycle(vec![http_headers(cached)]);
         load::http_get(
@@ -1027,6 +1076,7 @@ fn report(
     let null_cpu = m.cpu("grpc null-authz", "authz");
     let a_cpu = m.cpu("grpc portcullis (a) cached token", "authz");
     let b_cpu = m.cpu("grpc portcullis (b) fresh RS256", "authz");
+    let b_floor_cpu = m.cpu("grpc null-authz + bare RS256 (b) fresh RS256", "authz");
     let e2e_null = m.rps("e2e envoy+null-authz");
     let e2e_a = m.rps("e2e envoy+portcullis (a)");
     let jwt_cache = m.rps("e2e envoy jwt_authn (a), JWT cache");
@@ -1055,6 +1105,12 @@ fn report(
             format!("({} − {}) / {} µs = {}×", fmt(b_cpu, 1), fmt(null_cpu, 1), fmt(verify_us, 1), fmt((b_cpu - null_cpu) / verify_us, 2)),
             "≤ 1.2×".into(),
             verdict(b_cpu <= null_cpu + 1.2 * verify_us).into(),
+        ),
+        (
+            "CPU per Check, portcullis (b) / null-authz + bare RS256 (b) (the measured floor of (b))".into(),
+            format!("{} / {} µs = {}×", fmt(b_cpu, 1), fmt(b_floor_cpu, 1), fmt(b_cpu / b_floor_cpu, 2)),
+            "reference".into(),
+            "–".into(),
         ),
         (
             "handler p99 at 1,000 req/s (direct gRPC; through Envoy)".into(),

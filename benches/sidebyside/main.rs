@@ -1,4 +1,4 @@
-//! `cargo bench --bench sidebyside -- [--quick | --smoke] [--rounds N] [--no-pin]`
+//! `cargo bench --bench sidebyside -- [--quick | --smoke] [--rounds N] [--no-pin] [--only NAME]`
 //! (normally through `scripts/bench`): the side-by-side benchmark of SPEC §11.
 //! Writes `target/bench/results.json` and prints the Markdown table. See
 //! `BENCHMARKS.md` for what is measured and how to read it.
@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         envoy: std::env::var_os("ENVOY_BIN")
             .map_or_else(|| root.join(".venv/bin/envoy"), PathBuf::from),
         out: root.join("target/bench"),
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -50,6 +51,7 @@ fn main() -> anyhow::Result<()> {
             "--rounds" => opts.rounds = args.next().unwrap_or_default().parse()?,
             "--fill" => opts.fill = args.next().unwrap_or_default().parse()?,
             "--no-pin" => opts.pin = false,
+            "--only" => opts.only = args.next(),
             "--bench" => {} // added by `cargo bench`
             other => anyhow::bail!("unknown argument {other}"),
         }

@@ -1,43 +1,91 @@
 //! `null-authz`: the floor any tonic ext_authz server pays (SPEC §11).
 //!
 //! The same tonic version and server settings as portcullis (`src/server.rs`: a
-//! default `tonic::transport::Server::builder()` on a plaintext TCP listener, inside
-//! the same multi-thread tokio runtime `portcullis serve` builds), and a `Check` that
-//! answers OK without looking at the request. Built as `examples/null_authz.rs`, run
-//! by the benchmark harness as its own process so its CPU time can be read apart.
+//! default `tonic::transport::Server::builder()` on a plaintext TCP listener with
+//! TCP_NODELAY, inside the same multi-thread tokio runtime `portcullis serve`
+//! builds), and a `Check` that answers OK without looking at the request. Built as
+//! `examples/null_authz.rs`, run by the benchmark harness as its own process so its
+//! CPU time can be read apart.
+//!
+//! With `--verify-rs256 JWKS_FILE` it is the floor of scenario (b) instead: the
+//! same server doing one bare RS256 verification (`jsonwebtoken::decode`, the
+//! harness' "bare" cost) of the request's bearer token, and nothing else.
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
 use envoy_types::pb::envoy::service::auth::v3::{
-    check_response::HttpResponse, CheckRequest, CheckResponse, OkHttpResponse,
+    check_response::HttpResponse, CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
-/// Always OK.
-pub struct NullAuthz;
+/// Always OK, or OK when the bearer token verifies.
+pub struct NullAuthz {
+    rs256: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
+}
 
 #[tonic::async_trait]
 impl Authorization for NullAuthz {
     async fn check(
         &self,
-        _request: Request<CheckRequest>,
+        request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(CheckResponse {
-            status: Some(rpc::Status::default()),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
-            ..Default::default()
+        let allowed = self.rs256.as_ref().is_none_or(|(key, validation)| {
+            bearer(request.get_ref()).is_some_and(|token| {
+                jsonwebtoken::decode::<serde_json::Value>(token, key, validation).is_ok()
+            })
+        });
+        Ok(Response::new(if allowed {
+            CheckResponse {
+                status: Some(rpc::Status::default()),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+                ..Default::default()
+            }
+        } else {
+            CheckResponse {
+                status: Some(rpc::Status {
+                    code: 16,
+                    ..Default::default()
+                }),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse::default())),
+                ..Default::default()
+            }
         }))
     }
 }
 
-/// `null_authz ADDR`: serves on ADDR until killed; prints `ready` once listening.
+fn bearer(request: &CheckRequest) -> Option<&str> {
+    let headers = &request
+        .attributes
+        .as_ref()?
+        .request
+        .as_ref()?
+        .http
+        .as_ref()?
+        .headers;
+    headers.get("authorization")?.strip_prefix("Bearer ")
+}
+
+/// `null_authz ADDR [--verify-rs256 JWKS_FILE]`: serves on ADDR until killed;
+/// prints `ready` once listening.
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr: std::net::SocketAddr = std::env::args()
-        .nth(1)
-        .ok_or("usage: null_authz ADDR")?
+    let mut args = std::env::args().skip(1);
+    let addr: std::net::SocketAddr = args
+        .next()
+        .ok_or("usage: null_authz ADDR [--verify-rs256 JWKS_FILE]")?
         .parse()?;
+    let rs256 = match (args.next().as_deref(), args.next()) {
+        (None, _) => None,
+        (Some("--verify-rs256"), Some(file)) => {
+            let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&std::fs::read(file)?)?;
+            let jwk = jwks.keys.first().ok_or("the JWKS has no key")?;
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+            validation.validate_aud = false;
+            Some((jsonwebtoken::DecodingKey::from_jwk(jwk)?, validation))
+        }
+        _ => return Err("usage: null_authz ADDR [--verify-rs256 JWKS_FILE]".into()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -45,8 +93,10 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("ready {}", listener.local_addr()?);
         tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(NullAuthz))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .add_service(AuthorizationServer::new(NullAuthz { rs256 }))
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await?;
         Ok(())
     })

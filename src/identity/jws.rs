@@ -119,15 +119,8 @@ impl<'a> CompactJws<'a> {
         if candidates.peek().is_none() {
             return Err(TokenError::UnknownKey);
         }
-        let verified = candidates.any(|key| {
-            jsonwebtoken::crypto::verify(
-                self.signature,
-                self.signing_input.as_bytes(),
-                key.decoding_key(),
-                alg.to_jwt(),
-            )
-            .unwrap_or(false)
-        });
+        let verified =
+            candidates.any(|key| key.verifies(alg, self.signing_input.as_bytes(), self.signature));
         if !verified {
             return Err(TokenError::BadSignature);
         }

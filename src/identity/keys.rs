@@ -9,6 +9,8 @@ use jsonwebtoken::{
 };
 use serde_json::Value;
 
+use aws_lc_rs::signature::{ParsedPublicKey, RsaParameters, RsaPublicKeyComponents};
+
 /// RFC 7518 §3.3: RSA keys of 2048 bits or larger MUST be used.
 const MIN_RSA_BITS: usize = 2048;
 /// RFC 7518 §3.2: an HMAC key at least as long as the hash output (HS256: 32 bytes).
@@ -54,6 +56,10 @@ pub struct VerificationKey {
     alg: Option<Algorithm>,
     family: KeyFamily,
     key: DecodingKey,
+    /// An RSA key parsed once per algorithm it may verify. Verifying with a parsed
+    /// key skips rebuilding the key (and its Montgomery constants) per token,
+    /// which is about half the cost of an RS256 verification.
+    rsa: Box<[(Algorithm, ParsedPublicKey)]>,
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -82,6 +88,7 @@ impl VerificationKey {
                 return Err(KeyError::NotForVerify);
             }
         }
+        let mut rsa_components = None;
         let family = match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => {
                 let n = URL_SAFE_NO_PAD
@@ -104,6 +111,7 @@ impl VerificationKey {
                 if has_roca_fingerprint(&n) {
                     return Err(KeyError::RsaRoca);
                 }
+                rsa_components = Some((n, e));
                 KeyFamily::Rsa
             }
             AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
@@ -135,11 +143,16 @@ impl VerificationKey {
                 return Err(KeyError::HmacTooShort(len));
             }
         }
+        let rsa = match &rsa_components {
+            Some((n, e)) => parse_rsa(n, e, alg)?,
+            None => Box::default(),
+        };
         Ok(Self {
             kid: jwk.common.key_id.clone(),
             alg,
             family,
             key,
+            rsa,
         })
     }
 
@@ -154,6 +167,7 @@ impl VerificationKey {
             alg: None,
             family: KeyFamily::Hmac,
             key: DecodingKey::from_secret(secret),
+            rsa: Box::default(),
         })
     }
 
@@ -178,8 +192,47 @@ impl VerificationKey {
         self.alg
     }
 
-    pub(crate) fn decoding_key(&self) -> &DecodingKey {
-        &self.key
+    /// Whether `signature` (base64url, as in the token) is this key's signature of
+    /// `message` under `alg`. The caller has checked [`VerificationKey::accepts`].
+    pub(crate) fn verifies(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
+        if let Some((_, parsed)) = self.rsa.iter().find(|(a, _)| *a == alg) {
+            return URL_SAFE_NO_PAD
+                .decode(signature)
+                .is_ok_and(|sig| parsed.verify_sig(message, &sig).is_ok());
+        }
+        jsonwebtoken::crypto::verify(signature, message, &self.key, alg.to_jwt()).unwrap_or(false)
+    }
+}
+
+/// The RSA key parsed for each algorithm it may verify (its declared `alg`, or
+/// all six RSA algorithms).
+fn parse_rsa(
+    n: &[u8],
+    e: &[u8],
+    declared: Option<Algorithm>,
+) -> Result<Box<[(Algorithm, ParsedPublicKey)]>, KeyError> {
+    let components = RsaPublicKeyComponents { n, e };
+    Algorithm::ALL
+        .into_iter()
+        .filter(|alg| alg.family() == KeyFamily::Rsa && declared.is_none_or(|d| d == *alg))
+        .map(|alg| {
+            let parsed = components
+                .to_parsed_public_key(rsa_parameters(alg))
+                .map_err(|e| KeyError::Invalid(format!("RSA key: {e}")))?;
+            Ok((alg, parsed))
+        })
+        .collect()
+}
+
+fn rsa_parameters(alg: Algorithm) -> &'static RsaParameters {
+    use aws_lc_rs::signature as sig;
+    match alg {
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => &sig::RSA_PKCS1_2048_8192_SHA256,
     }
 }
 
