@@ -133,7 +133,7 @@ fn bench_verify(c: &mut Criterion) {
                 let chunk = &requests[..left.min(POOL)];
                 let started = std::time::Instant::now();
                 for request in chunk {
-                    black_box(runtime.block_on(authenticator.authenticate(request)))
+                    black_box(runtime.block_on(authenticator.authenticate(request, false)))
                         .expect("valid token");
                 }
                 total += started.elapsed();
@@ -144,10 +144,10 @@ fn bench_verify(c: &mut Criterion) {
     });
     let cached = fresh_authenticator();
     runtime
-        .block_on(cached.authenticate(&requests[0]))
+        .block_on(cached.authenticate(&requests[0], false))
         .expect("valid token");
     ours.bench_function("authenticate_cached", |b| {
-        b.iter(|| runtime.block_on(cached.authenticate(black_box(&requests[0]))))
+        b.iter(|| runtime.block_on(cached.authenticate(black_box(&requests[0]), false)))
     });
     ours.bench_function("token_cache_key", |b| {
         b.iter(|| TokenCache::key(black_box(&pool[0])))

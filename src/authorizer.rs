@@ -3,7 +3,7 @@
 //! decide is answered 503, never allowed.
 
 use crate::answer::{Answer, DenyKind, RequestId};
-use crate::config::{Config, HeadersConfig, IssuerConfig, KeySpec};
+use crate::config::{Config, ContextField, HeadersConfig, IssuerConfig, KeySpec};
 use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
 use crate::identity::caller::{EastWest, IdentityError};
 use crate::identity::svix::{SvixHeaders, WebhookError, WebhookSecret};
@@ -37,6 +37,9 @@ pub struct Engine {
     /// The tokens portcullis signs (SPEC §6), when `tokens` is configured.
     mint: Option<Arc<TokenMint>>,
     directory: UserDirectory,
+    /// Whether headers or the user context read token claims beyond `iss` and
+    /// `sub`: verified tokens then keep their payload (the policy may ask too).
+    keep_claims: bool,
     /// Where Clerk webhooks are verified (`webhooks.clerk`).
     clerk_webhook: Option<WebhookSecret>,
     /// Svix ids already seen within the tolerance window (replay protection).
@@ -87,7 +90,14 @@ impl Engine {
             Arc::clone(metrics),
         );
         let mint = config.tokens.as_ref().map(|t| Arc::new(TokenMint::new(t)));
+        let keep_claims = mint.is_some()
+            || directory.is_claims()
+            || config.users.on_unknown == OnUnknown::Claims
+            || config.headers.user.iter().any(|(_, field)| {
+                matches!(field, ContextField::Token(name) if name != "sub" && name != "iss")
+            });
         Ok(Engine {
+            keep_claims,
             authenticator,
             headers: config.headers.clone(),
             east_west: EastWest::new(
@@ -170,13 +180,19 @@ impl Engine {
     /// `user.*` and what headers and issued tokens carry. Every path that needs a
     /// user's context (checks, token exchange) goes through here.
     pub async fn user_for(&self, token: &VerifiedToken) -> Result<User, UserError> {
-        let from_claims = || User::from_claims(&token.issuer, &token.subject, token.claims.clone());
+        let from_claims = || {
+            User::from_claims(
+                Arc::clone(&token.issuer),
+                Arc::clone(&token.subject),
+                token.claims(),
+            )
+        };
         // A token portcullis signed itself (token exchange) already carries the
         // directory's context, and its `sub` is `user.id`, not the IdP subject the
         // directory is keyed by: it is read back, never looked up again.
         if let Some(mint) = &self.mint {
-            if token.claims.get("iss").and_then(|iss| iss.as_str()) == Some(mint.issuer()) {
-                return crate::identity::context_token::user_of(&token.claims)
+            if *token.iss == *mint.issuer() {
+                return crate::identity::context_token::user_of(token.claims().map())
                     .map_err(|_| UserError::Unknown);
             }
         }
@@ -185,10 +201,10 @@ impl Engine {
         }
         match self.directory.lookup(&token.subject).await? {
             Lookup::Found(fields) => Ok(User {
-                issuer: token.issuer.clone(),
-                subject: token.subject.clone(),
-                claims: token.claims.clone(),
-                fields: (*fields).clone(),
+                issuer: Arc::clone(&token.issuer),
+                subject: Arc::clone(&token.subject),
+                claims: token.claims(),
+                fields,
             }),
             Lookup::Deleted => Err(UserError::Deleted),
             Lookup::Unknown => match self.directory.config().on_unknown {
@@ -217,7 +233,7 @@ fn build_issuer(config: &IssuerConfig, metrics: &Arc<Metrics>) -> (Issuer, Optio
         }
     };
     let issuer = Issuer {
-        name: config.name.clone(),
+        name: config.name.as_str().into(),
         kind: config.kind,
         rules: config.rules.clone(),
         algorithms: config.algorithms.clone(),
@@ -359,7 +375,12 @@ impl Authorizer {
             Ok(caller) => caller,
             Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),
         };
-        let principal = match engine.authenticator.authenticate(request).await {
+        let keep_claims = engine.keep_claims || self.policy.load().reads_token_claims();
+        let principal = match engine
+            .authenticator
+            .authenticate(request, keep_claims)
+            .await
+        {
             Ok(Authentication::Anonymous) => caller.without_token(),
             Ok(Authentication::Token(token))
                 if engine.authenticator.kind_of(&token.issuer) == Some(IssuerKind::Service) =>

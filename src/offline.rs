@@ -70,7 +70,8 @@ impl PrincipalSpec {
         match self {
             PrincipalSpec::Anonymous => Principal::Anonymous,
             PrincipalSpec::User(u) => {
-                let mut user = User::from_claims(&u.issuer, &u.sub, u.claims.clone());
+                let mut user =
+                    User::from_claims(u.issuer.as_str(), u.sub.as_str(), u.claims.clone());
                 if let Some(fields) = &u.fields {
                     user.fields = fields.clone();
                     user.fields

@@ -2,6 +2,7 @@
 //! runs (SPEC §4). Plain data, no I/O: `policy` reads it, `identity` builds it.
 
 use serde_json::{Map, Value};
+use std::sync::{Arc, OnceLock};
 
 /// The principal of one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,25 +109,90 @@ pub struct Webhook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The configured name of the issuer that signed the token.
-    pub issuer: String,
+    pub issuer: Arc<str>,
     /// The token's `sub`.
-    pub subject: String,
+    pub subject: Arc<str>,
     /// Every claim of the verified token (`token.*` in policy and headers).
-    pub claims: Map<String, Value>,
+    pub claims: Claims,
     /// The user context (`user.*`): the directory's columns, or the claims with
     /// `id` = `sub` when `users.source` is `claims`.
     pub fields: Map<String, Value>,
 }
 
+/// A token's claims, parsed from the payload JSON only when first read: most
+/// checks read none, and a cached token need not hold a parsed map.
+#[derive(Clone, Default)]
+pub struct Claims {
+    json: Option<Arc<str>>,
+    parsed: OnceLock<Map<String, Value>>,
+}
+
+impl Claims {
+    /// Claims to be parsed from `json` (a verified payload: a JSON object).
+    pub fn from_json(json: Arc<str>) -> Self {
+        Self {
+            json: Some(json),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    pub fn from_map(map: Map<String, Value>) -> Self {
+        Self {
+            json: None,
+            parsed: OnceLock::from(map),
+        }
+    }
+
+    /// Every claim. A payload that is not a JSON object (never one that
+    /// verified) reads as no claims.
+    pub fn map(&self) -> &Map<String, Value> {
+        self.parsed.get_or_init(|| {
+            self.json
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.map().get(name)
+    }
+}
+
+impl From<Map<String, Value>> for Claims {
+    fn from(map: Map<String, Value>) -> Self {
+        Claims::from_map(map)
+    }
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Self) -> bool {
+        self.map() == other.map()
+    }
+}
+
+impl Eq for Claims {}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.map().fmt(f)
+    }
+}
+
 impl User {
     /// Builds the user context of `users.source: claims` (SPEC §5): `user.id` is
     /// `sub` and every other claim keeps its name.
-    pub fn from_claims(issuer: &str, subject: &str, claims: Map<String, Value>) -> Self {
-        let mut fields = claims.clone();
-        fields.insert("id".into(), Value::String(subject.to_owned()));
+    pub fn from_claims(
+        issuer: impl Into<Arc<str>>,
+        subject: impl Into<Arc<str>>,
+        claims: impl Into<Claims>,
+    ) -> Self {
+        let (issuer, subject, claims) = (issuer.into(), subject.into(), claims.into());
+        let mut fields = claims.map().clone();
+        fields.insert("id".into(), Value::String(subject.as_ref().to_owned()));
         Self {
-            issuer: issuer.to_owned(),
-            subject: subject.to_owned(),
+            issuer,
+            subject,
             claims,
             fields,
         }

@@ -35,7 +35,7 @@ impl Status {
             .map(|issuer| {
                 let keys = issuer.keys_loaded();
                 IssuerStatus {
-                    name: issuer.name.clone(),
+                    name: issuer.name.to_string(),
                     keys_loaded: keys.is_some(),
                     key_count: keys.unwrap_or(0),
                 }

@@ -112,3 +112,66 @@ async fn config_changes_apply_and_broken_ones_are_refused() {
         "the previous config still serves"
     );
 }
+
+/// With a user directory and no header reading claims, a verified token is
+/// cached without its claims; a policy reloaded to read `token.*` must still
+/// see every claim of it.
+#[tokio::test]
+async fn a_policy_that_starts_reading_claims_sees_tokens_cached_before() {
+    use sqlx::{Connection as _, Executor as _};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
+    let db = dir.path().join("users.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    conn.execute("CREATE TABLE users (sub TEXT, id TEXT, role TEXT); INSERT INTO users VALUES ('u-1', '1', 'USER');")
+        .await
+        .unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "rules:\n  - name: all\n    from: authenticated\n").unwrap();
+    let file = dir.path().join("portcullis.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}users:\n  source: sqlite://{}\n  query: SELECT id, role FROM users WHERE sub = $1\n",
+            config("x-user-id: user.id"),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::bind(&Config::load(&file).unwrap()).await.unwrap();
+    let grpc = server.grpc_addr();
+    tokio::spawn(server.run(std::future::pending()));
+    let bearer = format!("Bearer {}", token());
+    let check = |path: &'static str| {
+        let bearer = bearer.clone();
+        async move {
+            support::check::check(grpc, "GET", path, &[("authorization", &bearer)])
+                .await
+                .map(|_| ())
+        }
+    };
+    assert_eq!(check("/blue").await, Ok(()), "cached, no claim read");
+
+    let tmp = dir.path().join("policy.yaml.tmp");
+    std::fs::write(
+        &tmp,
+        "rules:\n  - name: blue-team\n    to: { paths: [/blue] }\n    from: authenticated\n    when: token.team == \"blue\" && token.role == \"USER\"\n",
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &policy).unwrap();
+    let start = Instant::now();
+    while check("/other").await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the new policy never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        check("/blue").await,
+        Ok(()),
+        "the cached token's claims are read by the new rule"
+    );
+}

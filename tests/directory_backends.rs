@@ -175,8 +175,8 @@ async fn sqlite_exec(path: &std::path::Path, sql: &str) {
 }
 
 async fn found(directory: &UserDirectory, subject: &str) -> serde_json::Value {
-    match directory.lookup(subject).await {
-        Ok(Lookup::Found(fields)) => serde_json::Value::Object((*fields).clone()),
+    match directory.lookup(&subject.into()).await {
+        Ok(Lookup::Found(fields)) => serde_json::Value::Object(fields),
         other => panic!("{subject}: expected found, got {other:?}"),
     }
 }
@@ -197,13 +197,13 @@ async fn behaviour_suite(mut fixture: Fixture, name: &str) {
     assert_eq!(b["active"], json!(false), "{name}");
     // Unknown.
     assert_eq!(
-        directory.lookup("user_nobody").await.unwrap(),
+        directory.lookup(&"user_nobody".into()).await.unwrap(),
         Lookup::Unknown,
         "{name}"
     );
     // A subject with SQL in it is a value, not SQL.
     assert_eq!(
-        directory.lookup("' OR '1'='1").await.unwrap(),
+        directory.lookup(&"' OR '1'='1".into()).await.unwrap(),
         Lookup::Unknown,
         "{name}"
     );
@@ -230,7 +230,7 @@ async fn behaviour_suite(mut fixture: Fixture, name: &str) {
         "ADMIN",
         "{name}: cached while down"
     );
-    let down = directory.lookup("user_c").await;
+    let down = directory.lookup(&"user_c".into()).await;
     assert!(
         down.is_err(),
         "{name}: uncached while down must fail, got {down:?}"
@@ -241,7 +241,7 @@ async fn behaviour_suite(mut fixture: Fixture, name: &str) {
     fixture.repair_backend().await;
     let mut back = false;
     for _ in 0..50 {
-        if directory.lookup("user_c").await.is_ok() {
+        if directory.lookup(&"user_c".into()).await.is_ok() {
             back = true;
             break;
         }
@@ -256,7 +256,7 @@ async fn behaviour_suite(mut fixture: Fixture, name: &str) {
     // no longer has it, plain unknown.
     directory.tombstone("user_b").await;
     assert_eq!(
-        directory.lookup("user_b").await.unwrap(),
+        directory.lookup(&"user_b".into()).await.unwrap(),
         Lookup::Deleted,
         "{name}"
     );
@@ -278,7 +278,7 @@ async fn behaviour_suite(mut fixture: Fixture, name: &str) {
     }
     directory.evict("user_b").await;
     assert_eq!(
-        directory.lookup("user_b").await.unwrap(),
+        directory.lookup(&"user_b".into()).await.unwrap(),
         Lookup::Unknown,
         "{name}"
     );
@@ -302,7 +302,7 @@ async fn coalescing(fixture: Fixture, name: &str) {
     let lookups: Vec<_> = (0..500)
         .map(|_| {
             let directory = Arc::clone(&directory);
-            tokio::spawn(async move { directory.lookup("user_a").await })
+            tokio::spawn(async move { directory.lookup(&"user_a".into()).await })
         })
         .collect();
     for lookup in lookups {
@@ -375,11 +375,14 @@ async fn http_users_service() {
         found(&directory, "user_a").await,
         json!({"id": "1", "role": "USER", "permissions": ["a"]})
     );
-    assert_eq!(directory.lookup("user_z").await.unwrap(), Lookup::Unknown);
+    assert_eq!(
+        directory.lookup(&"user_z".into()).await.unwrap(),
+        Lookup::Unknown
+    );
     assert_eq!(found(&directory, "../admin").await["id"], "encoded-ok");
     for bad in ["broken", "list", "slow"] {
         assert!(
-            directory.lookup(bad).await.is_err(),
+            directory.lookup(&bad.into()).await.is_err(),
             "{bad} must be an error"
         );
     }

@@ -483,7 +483,7 @@ impl Validator<'_> {
                 RawIssuerKind::Service => IssuerKind::Service,
             },
             rules: ClaimRules {
-                issuer: raw.issuer.clone(),
+                issuer: raw.issuer.as_str().into(),
                 audiences: raw.audiences.clone(),
                 authorized_parties: raw.authorized_parties.clone(),
                 leeway,

@@ -11,7 +11,6 @@ mod http;
 mod sql;
 
 use crate::metrics::{Metrics, ResultLabels};
-use moka::future::Cache;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,7 +72,7 @@ impl Default for DirectoryConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
     /// The user's fields (column → value; NULL columns are absent).
-    Found(Arc<Map<String, Value>>),
+    Found(Map<String, Value>),
     /// No such user.
     Unknown,
     /// Deleted (a `user.deleted` webhook) and still in the backend: refused.
@@ -105,23 +104,28 @@ impl Backend {
     }
 }
 
+/// A cache entry. A found user is kept as the JSON text of its row (one small
+/// allocation, parsed per check: SPEC §11's 100,000 users fit in a few MiB).
 #[derive(Clone)]
 enum Cached {
-    Found(Arc<Map<String, Value>>),
-    Unknown,
+    Found {
+        row: Arc<str>,
+        until: Instant,
+    },
+    Unknown {
+        until: Instant,
+    },
+    /// The backend failed: the lookups waiting on this query share the error;
+    /// the next lookup queries again.
+    Failed(DirectoryError),
 }
 
-struct ByKind {
-    ttl: Duration,
-    negative_ttl: Duration,
-}
-
-impl moka::Expiry<String, Cached> for ByKind {
-    fn expire_after_create(&self, _: &String, value: &Cached, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Cached::Found(_) => self.ttl,
-            Cached::Unknown => self.negative_ttl,
-        })
+impl Cached {
+    fn fresh(&self, now: Instant) -> bool {
+        match self {
+            Cached::Found { until, .. } | Cached::Unknown { until } => now < *until,
+            Cached::Failed(_) => false,
+        }
     }
 }
 
@@ -133,7 +137,9 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct UserDirectory {
     backend: Backend,
     config: DirectoryConfig,
-    cache: Cache<String, Cached>,
+    /// Keyed by subject. Concurrent lookups of one subject wait on one query
+    /// (the cache's placeholder guard).
+    cache: quick_cache::sync::Cache<Arc<str>, Cached>,
     tombstones: moka::sync::Cache<String, ()>,
     metrics: Arc<Metrics>,
 }
@@ -147,13 +153,9 @@ impl UserDirectory {
             Source::Sqlite(_) | Source::Postgres(_) => Backend::Sql(SqlBackend::open(&config)?),
             Source::Http(template) => Backend::Http(HttpBackend::new(template, config.timeout)),
         };
-        let cache = Cache::builder()
-            .max_capacity(config.max_entries)
-            .expire_after(ByKind {
-                ttl: config.ttl,
-                negative_ttl: config.negative_ttl,
-            })
-            .build();
+        let cache = quick_cache::sync::Cache::new(
+            usize::try_from(config.max_entries).unwrap_or(usize::MAX),
+        );
         Ok(Self {
             backend,
             cache,
@@ -177,35 +179,53 @@ impl UserDirectory {
 
     /// Looks `subject` up through the cache. Concurrent lookups of one uncached
     /// subject share one backend query.
-    pub async fn lookup(&self, subject: &str) -> Result<Lookup, DirectoryError> {
-        let cached = match self.cache.get(subject).await {
-            Some(hit) => {
+    pub async fn lookup(&self, subject: &Arc<str>) -> Result<Lookup, DirectoryError> {
+        let now = Instant::now();
+        let cached = match self.cache.get(subject) {
+            Some(hit) if hit.fresh(now) => {
                 self.metrics.cache_lookup("user", true);
                 hit
             }
-            None => {
+            stale => {
+                if stale.is_some() {
+                    self.cache.remove_if(subject, |entry| !entry.fresh(now));
+                }
                 self.metrics.cache_lookup("user", false);
-                self.cache
-                    .try_get_with(subject.to_owned(), self.query(subject))
-                    .await
-                    .map_err(|e| (*e).clone())?
+                match self.cache.get_value_or_guard_async(subject).await {
+                    // Another lookup's query answered while this one waited.
+                    Ok(entry) => entry,
+                    Err(guard) => {
+                        let entry = self.query(subject).await;
+                        let _ = guard.insert(entry.clone());
+                        if let Cached::Failed(_) = entry {
+                            // Shared with the waiters above, never served later.
+                            self.cache
+                                .remove_if(subject, |e| matches!(e, Cached::Failed(_)));
+                        }
+                        entry
+                    }
+                }
             }
         };
-        let tombstoned = self.tombstones.contains_key(subject);
+        let tombstoned = self.tombstones.contains_key(subject.as_ref());
         Ok(match cached {
-            Cached::Found(_) if tombstoned => Lookup::Deleted,
-            Cached::Found(fields) => Lookup::Found(fields),
-            Cached::Unknown => {
+            Cached::Failed(e) => return Err(e),
+            Cached::Found { .. } if tombstoned => Lookup::Deleted,
+            Cached::Found { row, .. } => Lookup::Found(
+                serde_json::from_str(&row)
+                    .map_err(|e| DirectoryError(format!("a cached row does not parse: {e}")))?,
+            ),
+            Cached::Unknown { .. } => {
                 if tombstoned {
                     // The backend caught up with the deletion.
-                    self.tombstones.invalidate(subject);
+                    self.tombstones.invalidate(subject.as_ref());
                 }
                 Lookup::Unknown
             }
         })
     }
 
-    async fn query(&self, subject: &str) -> Result<Cached, DirectoryError> {
+    async fn query(&self, subject: &str) -> Cached {
         let started = Instant::now();
         let result = tokio::time::timeout(self.config.timeout, self.backend.query(subject))
             .await
@@ -223,12 +243,18 @@ impl UserDirectory {
             .directory_queries
             .get_or_create(&ResultLabels { result: label })
             .inc();
+        let now = Instant::now();
         match result {
-            Ok(Some(fields)) => Ok(Cached::Found(Arc::new(fields))),
-            Ok(None) => Ok(Cached::Unknown),
+            Ok(Some(fields)) => Cached::Found {
+                row: Value::Object(fields).to_string().into(),
+                until: now + self.config.ttl,
+            },
+            Ok(None) => Cached::Unknown {
+                until: now + self.config.negative_ttl,
+            },
             Err(e) => {
                 tracing::warn!(error = %e.0, "user directory lookup failed");
-                Err(e)
+                Cached::Failed(e)
             }
         }
     }
@@ -236,14 +262,14 @@ impl UserDirectory {
     /// Drops the cached entry of `subject` (a `user.updated` webhook): the next
     /// check reads the backend again.
     pub async fn evict(&self, subject: &str) {
-        self.cache.invalidate(subject).await;
+        self.cache.remove(subject);
     }
 
     /// Marks `subject` deleted (a `user.deleted` webhook): refused at once, until
     /// the backend no longer has the user.
     pub async fn tombstone(&self, subject: &str) {
         self.tombstones.insert(subject.to_owned(), ());
-        self.cache.invalidate(subject).await;
+        self.cache.remove(subject);
     }
 
     /// Whether the backend answers (readiness).

@@ -46,7 +46,7 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
             .insert("authorization".into(), value.to_owned());
     }
     let rid = RequestId::of(&request, "x-request-id").value;
-    let token = match engine.authenticator().authenticate(&request).await {
+    let token = match engine.authenticator().authenticate(&request, true).await {
         Ok(Authentication::Token(token)) => token,
         Ok(Authentication::Anonymous) => {
             return deny(Answer::deny(
@@ -65,7 +65,7 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
         }
     };
     let is_user_token = engine.authenticator().kind_of(&token.issuer) == Some(IssuerKind::User);
-    let is_ours = token.claims.get("iss").and_then(|i| i.as_str()) == Some(mint.issuer());
+    let is_ours = *token.iss == *mint.issuer();
     if !is_user_token || is_ours {
         // Re-exchanging our own token would extend a session forever; a service
         // token is not a user.

@@ -119,8 +119,8 @@ impl EastWest {
             .to_owned();
         Ok(Some(User {
             issuer: FORWARDED_ISSUER.into(),
-            subject,
-            claims,
+            subject: subject.into(),
+            claims: claims.into(),
             fields,
         }))
     }
@@ -240,9 +240,10 @@ mod tests {
     fn service_token(sub: &str) -> VerifiedToken {
         VerifiedToken {
             issuer: "mesh".into(),
+            iss: "https://mesh.example.test".into(),
             subject: sub.into(),
-            claims: Map::new(),
             expires_at: u64::MAX,
+            payload: None,
         }
     }
 
@@ -260,7 +261,7 @@ mod tests {
         assert_eq!(p.user_seen(false), None);
         let user = p.user_seen(true).unwrap();
         assert_eq!(user.fields.get("id"), Some(&Value::String("u1".into())));
-        assert_eq!(user.issuer, FORWARDED_ISSUER);
+        assert_eq!(&*user.issuer, FORWARDED_ISSUER);
 
         // The same headers from a plaintext, unauthenticated caller: nobody.
         let req = request("", &headers);

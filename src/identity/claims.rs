@@ -1,16 +1,20 @@
 //! Registered-claim validation (RFC 7519 §4.1) for one issuer: `exp` required,
 //! `nbf`/`iat` honoured, all with the issuer's leeway; `iss` exact; `aud` any-of;
-//! `azp` allow-list.
+//! `azp` allow-list. Only the registered claims are read (borrowed from the
+//! payload, no map built): the rest of the claims are parsed only if a rule or
+//! header asks for them.
 
 use super::error::TokenError;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// What one issuer requires of a token's claims.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimRules {
     /// Exact `iss`.
-    pub issuer: String,
+    pub issuer: std::sync::Arc<str>,
     /// When non-empty, `aud` must name one of these.
     pub audiences: Vec<String>,
     /// When non-empty, `azp`, if present, must be one of these.
@@ -19,48 +23,111 @@ pub struct ClaimRules {
     pub leeway: Duration,
 }
 
+/// The registered claims of a payload, each as the raw JSON it was written as:
+/// `null` is kept apart from absent, and a wrongly typed claim is refused by
+/// name rather than failing the whole payload. A claim named twice makes the
+/// payload malformed (RFC 7519 §4: no guessing which one counts).
+#[derive(Debug, Deserialize)]
+pub struct RegisteredClaims<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    iss: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    sub: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    aud: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    azp: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    exp: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    nbf: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    iat: Option<&'a RawValue>,
+}
+
+/// A present claim, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+impl<'a> RegisteredClaims<'a> {
+    /// Reads the registered claims of a JSON payload (an object).
+    pub fn parse(payload: &'a str) -> Result<Self, TokenError> {
+        // A derived struct would also read a JSON array, by position.
+        if !payload.trim_start().starts_with('{') {
+            return Err(TokenError::Malformed("the payload is not a JSON object"));
+        }
+        serde_json::from_str(payload)
+            .map_err(|_| TokenError::Malformed("the payload is not a JSON object"))
+    }
+
+    /// `iss`, when it is a string.
+    pub fn iss(&self) -> Option<Cow<'a, str>> {
+        text(self.iss)
+    }
+
+    /// `sub`, when it is a non-empty string.
+    pub fn sub(&self) -> Result<Cow<'a, str>, TokenError> {
+        text(self.sub)
+            .filter(|sub| !sub.is_empty())
+            .ok_or(TokenError::MissingClaim("sub"))
+    }
+}
+
+fn text<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    raw.and_then(|raw| serde_json::from_str::<Cow<'a, str>>(raw.get()).ok())
+}
+
 impl ClaimRules {
     /// Validates `claims` at `now` (seconds since the epoch) and returns `exp`.
-    pub fn validate(&self, claims: &Map<String, Value>, now: u64) -> Result<u64, TokenError> {
+    pub fn validate(&self, claims: &RegisteredClaims<'_>, now: u64) -> Result<u64, TokenError> {
         let leeway = self.leeway.as_secs();
-        let exp = numeric_date(claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+        let exp = numeric_date(claims.exp, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
         if now >= exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = numeric_date(claims, "nbf")? {
+        if let Some(nbf) = numeric_date(claims.nbf, "nbf")? {
             if now.saturating_add(leeway) < nbf {
                 return Err(TokenError::NotYetValid);
             }
         }
-        if let Some(iat) = numeric_date(claims, "iat")? {
+        if let Some(iat) = numeric_date(claims.iat, "iat")? {
             if now.saturating_add(leeway) < iat {
                 return Err(TokenError::IssuedInFuture);
             }
         }
-        match claims.get("iss") {
-            Some(Value::String(iss)) if *iss == self.issuer => {}
-            Some(Value::String(_)) => return Err(TokenError::UnknownIssuer),
-            _ => return Err(TokenError::MissingClaim("iss")),
+        match claims.iss() {
+            Some(iss) if *iss == *self.issuer => {}
+            Some(_) => return Err(TokenError::UnknownIssuer),
+            None => return Err(TokenError::MissingClaim("iss")),
         }
         if !self.audiences.is_empty() {
-            let ok = match claims.get("aud") {
-                Some(Value::String(aud)) => self.audiences.contains(aud),
-                Some(Value::Array(auds)) => auds
+            let Some(aud) = claims.aud else {
+                return Err(TokenError::MissingClaim("aud"));
+            };
+            #[derive(Deserialize)]
+            #[serde(untagged)]
+            enum Audience<'a> {
+                One(#[serde(borrow)] Cow<'a, str>),
+                Many(#[serde(borrow)] Vec<Cow<'a, str>>),
+            }
+            let ok = match serde_json::from_str::<Audience<'_>>(aud.get()) {
+                Ok(Audience::One(aud)) => self.audiences.iter().any(|want| *want == aud),
+                Ok(Audience::Many(auds)) => auds
                     .iter()
-                    .filter_map(Value::as_str)
                     .any(|a| self.audiences.iter().any(|want| want == a)),
-                None => return Err(TokenError::MissingClaim("aud")),
-                _ => false,
+                Err(_) => false,
             };
             if !ok {
                 return Err(TokenError::WrongAudience);
             }
         }
         if !self.authorized_parties.is_empty() {
-            match claims.get("azp") {
-                None => {}
-                Some(Value::String(azp)) if self.authorized_parties.contains(azp) => {}
-                Some(_) => return Err(TokenError::WrongAuthorizedParty),
+            if let Some(raw) = claims.azp {
+                match text(Some(raw)) {
+                    Some(azp) if self.authorized_parties.iter().any(|p| *p == azp) => {}
+                    _ => return Err(TokenError::WrongAuthorizedParty),
+                }
             }
         }
         Ok(exp)
@@ -69,25 +136,24 @@ impl ClaimRules {
 
 /// A NumericDate claim: absent is `None`; present but not a non-negative number is
 /// an error. Fractions are allowed by RFC 7519 and truncated.
-fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<u64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+fn numeric_date(raw: Option<&RawValue>, name: &'static str) -> Result<Option<u64>, TokenError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    match serde_json::from_str::<serde_json::Number>(raw.get()) {
+        Ok(n) => match (n.as_u64(), n.as_f64()) {
             (Some(v), _) => Ok(Some(v)),
             (None, Some(f)) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
             _ => Err(TokenError::MissingClaim(name)),
         },
-        Some(_) => Err(TokenError::MissingClaim(name)),
+        Err(_) => Err(TokenError::MissingClaim(name)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     const NOW: u64 = 1_800_000_000;
 
@@ -101,7 +167,8 @@ mod tests {
     }
 
     fn check(rules: &ClaimRules, claims: Value) -> Result<u64, TokenError> {
-        rules.validate(claims.as_object().unwrap(), NOW)
+        let payload = claims.to_string();
+        rules.validate(&RegisteredClaims::parse(&payload)?, NOW)
     }
 
     #[test]
@@ -220,5 +287,55 @@ mod tests {
         for (i, (rules, claims, want)) in cases.into_iter().enumerate() {
             assert_eq!(check(rules, claims.clone()), want, "case {i}: {claims}");
         }
+    }
+
+    #[test]
+    fn null_and_duplicate_registered_claims_are_refused() {
+        let rules = rules();
+        let iss = "https://clerk.example.com";
+        let exp = NOW + 60;
+        let parse =
+            |payload: &str| RegisteredClaims::parse(payload).and_then(|c| rules.validate(&c, NOW));
+        assert_eq!(
+            parse(&format!(r#"{{"iss":"{iss}","exp":{exp},"nbf":null}}"#)),
+            Err(TokenError::MissingClaim("nbf")),
+            "null is not a NumericDate"
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"iss":"{iss}","exp":null}}"#)),
+            Err(TokenError::MissingClaim("exp"))
+        );
+        assert!(
+            matches!(
+                parse(&format!(
+                    r#"{{"iss":"{iss}","exp":{exp},"exp":{}}}"#,
+                    NOW + 9999
+                )),
+                Err(TokenError::Malformed(_))
+            ),
+            "a claim named twice is refused, not last-wins"
+        );
+        assert_eq!(
+            parse(&format!(
+                r#"{{"iss":"https:\/\/clerk.example.com","exp":{exp}}}"#
+            )),
+            Ok(exp),
+            "escapes in strings are decoded"
+        );
+        for not_an_object in [
+            "[1]",
+            r#"["https://clerk.example.com",null,null,null,1]"#,
+            "1",
+            "",
+        ] {
+            assert!(
+                matches!(parse(not_an_object), Err(TokenError::Malformed(_))),
+                "{not_an_object}"
+            );
+        }
+        assert_eq!(
+            RegisteredClaims::parse(r#"{"sub":""}"#).unwrap().sub(),
+            Err(TokenError::MissingClaim("sub"))
+        );
     }
 }

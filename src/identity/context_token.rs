@@ -48,11 +48,11 @@ pub fn claims_of(user: &User) -> Map<String, Value> {
     let id = match user.fields.get("id") {
         Some(Value::String(id)) => id.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => user.subject.clone(),
+        _ => user.subject.to_string(),
     };
     claims.insert("sub".into(), Value::String(id));
-    claims.insert("idp".into(), Value::String(user.issuer.clone()));
-    claims.insert("idp_sub".into(), Value::String(user.subject.clone()));
+    claims.insert("idp".into(), Value::String(user.issuer.to_string()));
+    claims.insert("idp_sub".into(), Value::String(user.subject.to_string()));
     claims
 }
 
@@ -74,9 +74,9 @@ pub fn user_of(claims: &Map<String, Value>) -> Result<User, TokenError> {
     token.insert("sub".into(), Value::String(subject.clone()));
     fields.insert("id".into(), Value::String(sub));
     Ok(User {
-        issuer: text("idp").unwrap_or_else(|| "portcullis".into()),
-        subject,
-        claims: token,
+        issuer: text("idp").unwrap_or_else(|| "portcullis".into()).into(),
+        subject: subject.into(),
+        claims: token.into(),
         fields,
     })
 }
@@ -94,7 +94,7 @@ impl InternalTokenVerifier {
         Self {
             keys,
             rules: ClaimRules {
-                issuer: issuer.to_owned(),
+                issuer: issuer.into(),
                 audiences: vec![INTERNAL_AUDIENCE.to_owned()],
                 authorized_parties: Vec::new(),
                 leeway: LEEWAY,
@@ -106,9 +106,12 @@ impl InternalTokenVerifier {
     pub fn verify(&self, token: &str, now: u64) -> Result<User, TokenError> {
         let jws = CompactJws::parse(token)?;
         let payload = jws.verify(&self.keys, &[Algorithm::ES256])?;
-        let claims: Map<String, Value> = serde_json::from_slice(&payload)
+        let payload = String::from_utf8(payload)
+            .map_err(|_| TokenError::Malformed("the payload is not UTF-8 JSON"))?;
+        self.rules
+            .validate(&super::claims::RegisteredClaims::parse(&payload)?, now)?;
+        let claims: Map<String, Value> = serde_json::from_str(&payload)
             .map_err(|_| TokenError::Malformed("the payload is not a JSON object"))?;
-        self.rules.validate(&claims, now)?;
         user_of(&claims)
     }
 }
@@ -139,8 +142,8 @@ mod tests {
         );
         let back = user_of(&claims).unwrap();
         assert_eq!(back.fields, user.fields);
-        assert_eq!(back.subject, "user_2x");
-        assert_eq!(back.issuer, "clerk");
+        assert_eq!(&*back.subject, "user_2x");
+        assert_eq!(&*back.issuer, "clerk");
         assert_eq!(back.claims.get("sub"), Some(&json!("user_2x")));
         assert_eq!(user_of(&Map::new()), Err(TokenError::MissingClaim("sub")));
     }

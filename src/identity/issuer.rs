@@ -2,14 +2,13 @@
 //! keys verify them, and what their claims must say.
 
 use super::algorithm::Algorithm;
-use super::claims::ClaimRules;
+use super::claims::{ClaimRules, RegisteredClaims};
 use super::error::TokenError;
 use super::jwks::JwksCache;
 use super::jws::CompactJws;
 use super::keys::KeySet;
 use super::token_cache::VerifiedToken;
 use crate::request::AuthzRequest;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// `user` tokens identify end users; `service` tokens identify workloads.
@@ -70,7 +69,7 @@ pub enum KeySource {
 /// A configured issuer, ready to verify.
 #[derive(Clone)]
 pub struct Issuer {
-    pub name: String,
+    pub name: Arc<str>,
     pub kind: IssuerKind,
     pub rules: ClaimRules,
     pub algorithms: Vec<Algorithm>,
@@ -87,11 +86,13 @@ impl Issuer {
         }
     }
 
-    /// Verifies a parsed token of this issuer at `now`.
+    /// Verifies a parsed token of this issuer at `now`, keeping its payload
+    /// when `keep_claims` (something will read claims beyond `iss` and `sub`).
     pub async fn verify(
         &self,
         jws: &CompactJws<'_>,
         now: u64,
+        keep_claims: bool,
     ) -> Result<VerifiedToken, TokenError> {
         // Refuse a disallowed `alg` before touching keys (no refetch for it).
         jws.algorithm(&self.algorithms)?;
@@ -102,22 +103,22 @@ impl Issuer {
                     Some(set) if jws.kid().is_none_or(|kid| set.has_kid(kid)) => Some(set),
                     _ => cache.refetch_for_kid(jws.kid()).await,
                 };
-                let keys = keys.ok_or_else(|| TokenError::KeysUnavailable(self.name.clone()))?;
+                let keys =
+                    keys.ok_or_else(|| TokenError::KeysUnavailable(self.name.to_string()))?;
                 jws.verify(&keys, &self.algorithms)?
             }
         };
-        let claims: Map<String, Value> = serde_json::from_slice(&payload)
-            .map_err(|_| TokenError::Malformed("the payload is not a JSON object"))?;
+        let payload = String::from_utf8(payload)
+            .map_err(|_| TokenError::Malformed("the payload is not UTF-8 JSON"))?;
+        let claims = RegisteredClaims::parse(&payload)?;
         let expires_at = self.rules.validate(&claims, now)?;
-        let subject = match claims.get("sub") {
-            Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
-            _ => return Err(TokenError::MissingClaim("sub")),
-        };
+        let subject = claims.sub()?.as_ref().into();
         Ok(VerifiedToken {
-            issuer: self.name.clone(),
+            issuer: Arc::clone(&self.name),
+            iss: Arc::clone(&self.rules.issuer),
             subject,
-            claims,
             expires_at,
+            payload: keep_claims.then(|| payload.into()),
         })
     }
 }

@@ -59,13 +59,22 @@ impl Authenticator {
 
     /// The kind of the issuer configured under `name`.
     pub fn kind_of(&self, name: &str) -> Option<IssuerKind> {
-        self.issuers.iter().find(|i| i.name == name).map(|i| i.kind)
+        self.issuers
+            .iter()
+            .find(|i| *i.name == *name)
+            .map(|i| i.kind)
     }
 
     /// Finds and verifies the request's token. The first credential location (in
     /// issuer order, then credential order) that holds a token decides: a bad
     /// token there is an error even if another location holds a good one.
-    pub async fn authenticate(&self, request: &AuthzRequest) -> Result<Authentication, TokenError> {
+    /// `keep_claims`: the caller reads claims beyond `iss` and `sub`, so the
+    /// payload must be kept (a cached entry without it is verified again).
+    pub async fn authenticate(
+        &self,
+        request: &AuthzRequest,
+        keep_claims: bool,
+    ) -> Result<Authentication, TokenError> {
         let Some(token) = self
             .issuers
             .iter()
@@ -75,14 +84,20 @@ impl Authenticator {
             return Ok(Authentication::Anonymous);
         };
         let key = TokenCache::key(token);
-        if let Some(hit) = self.cache.get(&key) {
-            self.metrics.cache_lookup("token", true);
-            return Ok(Authentication::Token(hit));
+        match self.cache.get(&key) {
+            Some(hit) if hit.payload.is_some() || !keep_claims => {
+                self.metrics.cache_lookup("token", true);
+                return Ok(Authentication::Token(hit));
+            }
+            _ => self.metrics.cache_lookup("token", false),
         }
-        self.metrics.cache_lookup("token", false);
         let jws = CompactJws::parse(token)?;
         let issuer = self.issuer_for(&jws, token, request)?;
-        let verified = Arc::new(issuer.verify(&jws, token_cache::unix_now()).await?);
+        let verified = Arc::new(
+            issuer
+                .verify(&jws, token_cache::unix_now(), keep_claims)
+                .await?,
+        );
         self.cache.insert(key, Arc::clone(&verified));
         Ok(Authentication::Token(verified))
     }
@@ -95,17 +110,15 @@ impl Authenticator {
         token: &str,
         request: &AuthzRequest,
     ) -> Result<&Issuer, TokenError> {
-        #[derive(serde::Deserialize)]
-        struct Iss {
-            iss: Option<String>,
-        }
         let payload = jws.unverified_payload()?;
-        let Iss { iss } = serde_json::from_slice(&payload)
-            .map_err(|_| TokenError::Malformed("the payload is not a JSON object"))?;
-        let iss = iss.ok_or(TokenError::MissingClaim("iss"))?;
+        let payload = std::str::from_utf8(&payload)
+            .map_err(|_| TokenError::Malformed("the payload is not UTF-8 JSON"))?;
+        let iss = claims::RegisteredClaims::parse(payload)?
+            .iss()
+            .ok_or(TokenError::MissingClaim("iss"))?;
         self.issuers
             .iter()
-            .filter(|issuer| issuer.rules.issuer == iss)
+            .filter(|issuer| *issuer.rules.issuer == *iss)
             .find(|issuer| {
                 issuer
                     .credentials

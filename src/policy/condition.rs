@@ -88,6 +88,14 @@ impl Condition {
         &self.params
     }
 
+    /// Whether the condition reads `token.*` (the claims must then be kept).
+    pub fn reads_token(&self) -> bool {
+        VARIABLES
+            .iter()
+            .zip(self.uses)
+            .any(|(name, used)| *name == "token" && used)
+    }
+
     /// Evaluates the condition for `ctx` with the rule's path captures. `user` is
     /// the user the rule sees ([`Principal::user_seen`]): a service's forwarded
     /// user only under `forward_user: true`.
@@ -102,7 +110,7 @@ impl Condition {
             _ => None,
         };
         let (user, token) = match user {
-            Some(user) => (Some(&user.fields), Some(&user.claims)),
+            Some(user) => (Some(&user.fields), Some(user.claims.map())),
             None => (None, None),
         };
         if (self.needs_user && user.is_none()) || (self.needs_service && service.is_none()) {

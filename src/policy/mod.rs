@@ -180,6 +180,13 @@ pub struct RuleTrace {
 }
 
 impl Policy {
+    /// Whether any rule's condition reads `token.*` claims.
+    pub fn reads_token_claims(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.when.as_ref().is_some_and(Condition::reads_token))
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
@@ -374,7 +381,8 @@ impl SourceMatch {
                         .get("id")
                         .and_then(serde_json::Value::as_str)
                         .is_some_and(|id| want.ids.iter().any(|w| w == id));
-                let issuers_ok = want.issuers.is_empty() || want.issuers.contains(&user.issuer);
+                let issuers_ok =
+                    want.issuers.is_empty() || want.issuers.iter().any(|i| **i == *user.issuer);
                 roles_ok && permissions_ok && ids_ok && issuers_ok
             })
         });
