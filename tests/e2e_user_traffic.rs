@@ -168,6 +168,13 @@ async fn client_sent_identity_headers_never_reach_upstream() {
         ("x-user-channel-id", "everything"),
         ("x-service-name", "billing"),
         ("x-portcullis-decision", "allow"),
+        // A default `headers.service` name outside the stripped prefixes: the
+        // shipped Envoy's `allowed_headers` must still send it, or it is never
+        // seen and so never removed.
+        (
+            "x-caller-spiffe-id",
+            "spiffe://example.org/ns/prod/sa/billing",
+        ),
     ];
 
     let mut request = mesh.get("/api/videos").bearer(&token);
@@ -189,6 +196,7 @@ async fn client_sent_identity_headers_never_reach_upstream() {
         "x-user-channel-id",
         "x-service-name",
         "x-portcullis-decision",
+        "x-caller-spiffe-id",
     ] {
         assert_eq!(
             seen.header(name),

@@ -25,22 +25,27 @@ pub enum Auth {
     },
 }
 
-/// The headers portcullis reads (SPEC §3/§4), for `allowed_headers`: credentials,
-/// the request id, XFCC, and every header under a stripped prefix (portcullis
-/// removes those it sees, so it must see them all). Envoy 1.40's gRPC ext_authz
-/// does NOT add `authorization` by itself (measured: without it every user is
-/// anonymous), so it is listed. A policy whose `when` reads other
-/// `request.headers` must list them too.
-pub const ALLOWED_HEADERS: &str = r#"
-                      allowed_headers:
-                        patterns:
-                          - { exact: authorization }
-                          - { exact: cookie }
-                          - { exact: x-request-id }
-                          - { exact: x-forwarded-client-cert }
-                          - { prefix: x-user- }
-                          - { prefix: x-service- }
-                          - { prefix: x-portcullis- }"#;
+/// The `allowed_headers` block of the shipped front proxy
+/// (`mesh/envoy/front-proxy.yaml`): the headers portcullis reads — credentials,
+/// the request id, XFCC, Svix and every header under a stripped prefix
+/// (portcullis removes those it sees, so it must see them all). Measured with
+/// what we ship, not a copy of it.
+pub fn shipped_allowed_headers() -> String {
+    const FRONT_PROXY: &str = include_str!("../../mesh/envoy/front-proxy.yaml");
+    let block: Vec<&str> = FRONT_PROXY
+        .lines()
+        .skip_while(|l| l.trim() != "allowed_headers:")
+        .take_while(|l| {
+            let t = l.trim();
+            t == "allowed_headers:" || t == "patterns:" || t.starts_with("- {")
+        })
+        .collect();
+    assert!(
+        block.len() > 2,
+        "mesh/envoy/front-proxy.yaml has an allowed_headers block"
+    );
+    format!("\n{}", block.join("\n"))
+}
 
 pub fn bootstrap(listener: SocketAddr, admin: SocketAddr, auth: &Auth) -> String {
     let (filter, cluster) = match auth {
@@ -90,9 +95,9 @@ pub fn bootstrap(listener: SocketAddr, admin: SocketAddr, auth: &Auth) -> String
                       failure_mode_allow: false
                       status_on_error: {{ code: ServiceUnavailable }}{allowed}"#,
                 allowed = if *allowed_headers {
-                    ALLOWED_HEADERS
+                    shipped_allowed_headers()
                 } else {
-                    ""
+                    String::new()
                 }
             ),
             format!(
