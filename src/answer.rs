@@ -163,10 +163,14 @@ impl Answer {
         if let Some(user) = principal.user_seen(forward_user) {
             for (header, field) in &config.user {
                 let value = match field {
-                    ContextField::User(name) => user.fields.get(name),
-                    ContextField::Token(name) => user.claims.get(name),
+                    ContextField::User(name) => user.fields.get(name).and_then(header_value),
+                    // Text claims (`sub`, `iss`) without parsing a payload for them.
+                    ContextField::Token(name) => match user.claims.text(name) {
+                        Some(text) => without_controls(text.into_owned()),
+                        None => user.claims.get(name).and_then(header_value),
+                    },
                 };
-                if let Some(value) = value.and_then(header_value) {
+                if let Some(value) = value {
                     set.push((header.clone(), value));
                 }
             }
@@ -177,9 +181,13 @@ impl Answer {
         // Remove what the client sent under our prefixes, and any header we own by
         // configuration, except those we set: Envoy applies removals after sets, so
         // removing a header we set would drop our own value.
+        let owned = FirstBytes::of(config);
         let mut remove: Vec<String> = request
             .headers
             .keys()
+            // Most request headers (accept-*, sec-*, user-agent) start with a
+            // letter no stripped prefix or owned name starts with.
+            .filter(|name| owned.may_hold(name))
             .filter(|name| {
                 config
                     .strip_prefixes
@@ -275,6 +283,43 @@ fn header_value(value: &Value) -> Option<String> {
             .join(","),
         Value::Null | Value::Object(_) => return None,
     };
+    without_controls(text)
+}
+
+/// The first bytes of every header name an allow removes (stripped prefixes,
+/// configured names, the internal token): a scan of the request's headers skips
+/// the rest without comparing strings.
+struct FirstBytes([u64; 4]);
+
+impl FirstBytes {
+    fn of(config: &HeadersConfig) -> Self {
+        let mut set = FirstBytes([0; 4]);
+        let names = config
+            .strip_prefixes
+            .iter()
+            .chain(config.user.iter().map(|(h, _)| h))
+            .chain(config.service.iter().map(|(h, _)| h))
+            .map(String::as_str)
+            .chain([INTERNAL_TOKEN_HEADER]);
+        for name in names {
+            match name.as_bytes().first() {
+                Some(&b) => set.0[usize::from(b >> 6)] |= 1 << (b & 63),
+                // An empty prefix strips every header.
+                None => return FirstBytes([u64::MAX; 4]),
+            }
+        }
+        set
+    }
+
+    fn may_hold(&self, name: &str) -> bool {
+        name.as_bytes()
+            .first()
+            .is_some_and(|&b| self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0)
+    }
+}
+
+/// `text`, unless it holds a control character (which could smuggle a header).
+fn without_controls(text: String) -> Option<String> {
     (!text.chars().any(char::is_control)).then_some(text)
 }
 
@@ -353,6 +398,50 @@ mod tests {
             remove,
             vec!["x-portcullis-debug".to_string(), "x-user-email".to_string()]
         );
+    }
+
+    #[test]
+    fn owned_names_of_any_first_letter_are_removed() {
+        let config = HeadersConfig {
+            strip_prefixes: vec!["internal-".into()],
+            user: vec![("session-id".into(), ContextField::Token("sid".into()))],
+            service: vec![("caller".into(), ServiceField::Name)],
+            ..config()
+        };
+        let req = request(&[
+            ("session-id", "spoof"),
+            ("internal-debug", "1"),
+            ("caller", "billing"),
+            ("x-portcullis-token", "forged"),
+            ("accept", "*/*"),
+            ("x-user-id", "not ours here"),
+        ]);
+        let id = RequestId::of(&req, "x-request-id");
+        let Answer::Allow { remove, .. } =
+            Answer::allow(&config, &req, &Principal::Anonymous, false, &id)
+        else {
+            panic!("allow expected")
+        };
+        assert_eq!(
+            remove,
+            [
+                "caller",
+                "internal-debug",
+                "session-id",
+                "x-portcullis-token"
+            ]
+            .map(String::from)
+        );
+        let everything = HeadersConfig {
+            strip_prefixes: vec![String::new()],
+            ..config
+        };
+        let Answer::Allow { remove, .. } =
+            Answer::allow(&everything, &req, &Principal::Anonymous, false, &id)
+        else {
+            panic!("allow expected")
+        };
+        assert_eq!(remove.len(), 6, "an empty prefix strips every header");
     }
 
     #[test]

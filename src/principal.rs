@@ -123,22 +123,41 @@ pub struct User {
 /// checks read none, and a cached token need not hold a parsed map.
 #[derive(Clone, Default)]
 pub struct Claims {
-    json: Option<Arc<str>>,
+    source: ClaimsSource,
     parsed: OnceLock<Map<String, Value>>,
+}
+
+#[derive(Clone, Default)]
+enum ClaimsSource {
+    /// Given as a map (already in `parsed`).
+    #[default]
+    Parsed,
+    /// A verified payload.
+    Json(Arc<str>),
+    /// A token cached without its payload: only `iss` and `sub` are known.
+    Registered { iss: Arc<str>, sub: Arc<str> },
 }
 
 impl Claims {
     /// Claims to be parsed from `json` (a verified payload: a JSON object).
     pub fn from_json(json: Arc<str>) -> Self {
         Self {
-            json: Some(json),
+            source: ClaimsSource::Json(json),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// Only `iss` and `sub`: a token verified when no claim was to be read.
+    pub fn registered(iss: Arc<str>, sub: Arc<str>) -> Self {
+        Self {
+            source: ClaimsSource::Registered { iss, sub },
             parsed: OnceLock::new(),
         }
     }
 
     pub fn from_map(map: Map<String, Value>) -> Self {
         Self {
-            json: None,
+            source: ClaimsSource::Parsed,
             parsed: OnceLock::from(map),
         }
     }
@@ -146,16 +165,33 @@ impl Claims {
     /// Every claim. A payload that is not a JSON object (never one that
     /// verified) reads as no claims.
     pub fn map(&self) -> &Map<String, Value> {
-        self.parsed.get_or_init(|| {
-            self.json
-                .as_deref()
-                .and_then(|json| serde_json::from_str(json).ok())
-                .unwrap_or_default()
+        self.parsed.get_or_init(|| match &self.source {
+            ClaimsSource::Parsed => Map::new(),
+            ClaimsSource::Json(json) => serde_json::from_str(json).unwrap_or_default(),
+            ClaimsSource::Registered { iss, sub } => [
+                ("iss".to_owned(), Value::from(iss.as_ref())),
+                ("sub".to_owned(), Value::from(sub.as_ref())),
+            ]
+            .into_iter()
+            .collect(),
         })
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.map().get(name)
+    }
+
+    /// A claim as text, without parsing the payload for `iss` and `sub` when
+    /// those are all that is known.
+    pub fn text(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        if let ClaimsSource::Registered { iss, sub } = &self.source {
+            return match name {
+                "iss" => Some(iss.as_ref().into()),
+                "sub" => Some(sub.as_ref().into()),
+                _ => None,
+            };
+        }
+        self.get(name)?.as_str().map(Into::into)
     }
 }
 
@@ -219,5 +255,30 @@ impl User {
             .flatten()
             .filter_map(Value::as_str);
         single.into_iter().chain(many)
+    }
+}
+
+#[cfg(test)]
+mod claims_tests {
+    use super::*;
+
+    #[test]
+    fn claims_parse_on_use_and_registered_ones_need_no_payload() {
+        let json = Claims::from_json(r#"{"sub":"u1","iss":"https://idp","n":7,"sid":"s"}"#.into());
+        assert_eq!(json.text("sid").as_deref(), Some("s"));
+        assert_eq!(json.text("n"), None, "not text");
+        assert_eq!(json.get("n"), Some(&Value::from(7)));
+
+        let registered = Claims::registered("https://idp".into(), "u1".into());
+        assert_eq!(registered.text("sub").as_deref(), Some("u1"));
+        assert_eq!(registered.text("iss").as_deref(), Some("https://idp"));
+        assert_eq!(registered.text("sid"), None);
+        assert_eq!(registered.map().len(), 2);
+        assert_eq!(registered.get("sub"), Some(&Value::from("u1")));
+
+        assert!(
+            Claims::from_json("[1]".into()).map().is_empty(),
+            "never a verified payload; reads as no claims"
+        );
     }
 }

@@ -33,14 +33,7 @@ impl VerifiedToken {
     pub fn claims(&self) -> Claims {
         match &self.payload {
             Some(json) => Claims::from_json(Arc::clone(json)),
-            None => Claims::from_map(
-                [
-                    ("iss".to_owned(), self.iss.as_ref().into()),
-                    ("sub".to_owned(), self.subject.as_ref().into()),
-                ]
-                .into_iter()
-                .collect(),
-            ),
+            None => Claims::registered(Arc::clone(&self.iss), Arc::clone(&self.subject)),
         }
     }
 }
