@@ -326,6 +326,46 @@ async fn coalescing(fixture: Fixture, name: &str) {
     fixture.drop_database().await;
 }
 
+/// Entries live `ttl` (found) and `negative_ttl` (unknown), then the backend is
+/// asked again: a changed role and a newly added user are seen, not before.
+#[tokio::test]
+async fn entries_expire_after_their_ttl() {
+    let fixture = Fixture::sqlite().await;
+    let config = DirectoryConfig {
+        ttl: Duration::from_millis(400),
+        negative_ttl: Duration::from_millis(400),
+        ..fixture.config()
+    };
+    let directory = UserDirectory::open(config, Arc::new(Metrics::default())).unwrap();
+    assert_eq!(found(&directory, "user_a").await["role"], "USER");
+    assert_eq!(
+        directory.lookup(&"user_new".into()).await.unwrap(),
+        Lookup::Unknown
+    );
+    fixture.set_role("user_a", "ADMIN").await;
+    let Fixture::Sqlite { path, .. } = &fixture else {
+        unreachable!()
+    };
+    sqlite_exec(
+        path,
+        "INSERT INTO users VALUES ('3', 'user_new', 'USER', NULL, '[]', 0, 1)",
+    )
+    .await;
+    assert_eq!(
+        found(&directory, "user_a").await["role"],
+        "USER",
+        "within ttl the cached row serves"
+    );
+    assert_eq!(
+        directory.lookup(&"user_new".into()).await.unwrap(),
+        Lookup::Unknown,
+        "within negative_ttl the cached miss serves"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(found(&directory, "user_a").await["role"], "ADMIN");
+    assert_eq!(found(&directory, "user_new").await["id"], "3");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_coalesces_concurrent_lookups() {
     coalescing(Fixture::postgres().await, "postgres").await;

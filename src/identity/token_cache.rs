@@ -96,3 +96,44 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(expires_at: u64) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken {
+            issuer: "app".into(),
+            iss: "https://idp".into(),
+            subject: "u1".into(),
+            expires_at,
+            payload: None,
+        })
+    }
+
+    #[test]
+    fn no_entry_outlives_its_token() {
+        let cache = TokenCache::new(10);
+        let (expired, live, soon) = (
+            TokenCache::key("a.b.c"),
+            TokenCache::key("d.e.f"),
+            TokenCache::key("g.h.i"),
+        );
+        assert_ne!(expired, live, "distinct tokens, distinct keys");
+        cache.insert(expired, token(unix_now() - 1));
+        assert!(
+            cache.get(&expired).is_none(),
+            "an expired token is never cached"
+        );
+        cache.insert(live, token(unix_now() + 600));
+        assert_eq!(
+            cache.get(&live).map(|t| t.expires_at > unix_now()),
+            Some(true)
+        );
+        cache.insert(soon, token(unix_now() + 1));
+        assert!(cache.get(&soon).is_some());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(cache.get(&soon).is_none(), "handed out only until `exp`");
+        assert_eq!(cache.len(), 1, "and dropped once seen expired");
+    }
+}
