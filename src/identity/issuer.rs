@@ -86,18 +86,22 @@ impl Issuer {
         }
     }
 
-    /// Verifies a parsed token of this issuer at `now`, keeping its payload
-    /// when `keep_claims` (something will read claims beyond `iss` and `sub`).
+    /// Verifies a parsed token of this issuer at `now`: its signature, then
+    /// `claims`, read from `payload` (the token's own, decoded once by the
+    /// caller). Keeps the payload when `keep_claims` (something will read claims
+    /// beyond `iss` and `sub`).
     pub async fn verify(
         &self,
         jws: &CompactJws<'_>,
+        payload: &str,
+        claims: &RegisteredClaims<'_>,
         now: u64,
         keep_claims: bool,
     ) -> Result<VerifiedToken, TokenError> {
         // Refuse a disallowed `alg` before touching keys (no refetch for it).
         jws.algorithm(&self.algorithms)?;
-        let payload = match &self.keys {
-            KeySource::Static(set) => jws.verify(set, &self.algorithms)?,
+        match &self.keys {
+            KeySource::Static(set) => jws.verify_signature(set, &self.algorithms)?,
             KeySource::Remote(cache) => {
                 let keys = match cache.current() {
                     Some(set) if jws.kid().is_none_or(|kid| set.has_kid(kid)) => Some(set),
@@ -105,13 +109,10 @@ impl Issuer {
                 };
                 let keys =
                     keys.ok_or_else(|| TokenError::KeysUnavailable(self.name.to_string()))?;
-                jws.verify(&keys, &self.algorithms)?
+                jws.verify_signature(&keys, &self.algorithms)?
             }
-        };
-        let payload = String::from_utf8(payload)
-            .map_err(|_| TokenError::Malformed("the payload is not UTF-8 JSON"))?;
-        let claims = RegisteredClaims::parse(&payload)?;
-        let expires_at = self.rules.validate(&claims, now)?;
+        }
+        let expires_at = self.rules.validate(claims, now)?;
         let subject = claims.sub()?.as_ref().into();
         Ok(VerifiedToken {
             issuer: Arc::clone(&self.name),

@@ -111,9 +111,22 @@ impl<'a> CompactJws<'a> {
             .map_err(|_| TokenError::Malformed("the payload is not base64url"))
     }
 
+    /// The payload as text (JSON), decoded but unverified.
+    pub fn unverified_payload_text(&self) -> Result<String, TokenError> {
+        String::from_utf8(self.unverified_payload()?)
+            .map_err(|_| TokenError::Malformed("the payload is not UTF-8 JSON"))
+    }
+
     /// Verifies the signature with `keys` under the `allowed` algorithms and returns
     /// the payload bytes.
     pub fn verify(&self, keys: &KeySet, allowed: &[Algorithm]) -> Result<Vec<u8>, TokenError> {
+        self.verify_signature(keys, allowed)?;
+        self.unverified_payload()
+    }
+
+    /// Verifies the signature (which covers the payload) with `keys` under the
+    /// `allowed` algorithms.
+    pub fn verify_signature(&self, keys: &KeySet, allowed: &[Algorithm]) -> Result<(), TokenError> {
         let alg = self.algorithm(allowed)?;
         let mut candidates = keys.candidates(self.kid(), alg).peekable();
         if candidates.peek().is_none() {
@@ -124,6 +137,6 @@ impl<'a> CompactJws<'a> {
         if !verified {
             return Err(TokenError::BadSignature);
         }
-        self.unverified_payload()
+        Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub use token_cache::{TokenCache, VerifiedToken};
 
 use crate::metrics::Metrics;
 use crate::request::AuthzRequest;
+use claims::RegisteredClaims;
 use jws::CompactJws;
 use std::sync::Arc;
 
@@ -92,30 +93,28 @@ impl Authenticator {
             _ => self.metrics.cache_lookup("token", false),
         }
         let jws = CompactJws::parse(token)?;
-        let issuer = self.issuer_for(&jws, token, request)?;
+        let payload = jws.unverified_payload_text()?;
+        let claims = RegisteredClaims::parse(&payload)?;
+        let issuer = self.issuer_for(&claims, token, request)?;
+        let now = token_cache::unix_now();
         let verified = Arc::new(
             issuer
-                .verify(&jws, token_cache::unix_now(), keep_claims)
+                .verify(&jws, &payload, &claims, now, keep_claims)
                 .await?,
         );
         self.cache.insert(key, Arc::clone(&verified));
         Ok(Authentication::Token(verified))
     }
 
-    /// The issuer whose `iss` the (unverified) payload names and which looks for
-    /// tokens where this one was found.
+    /// The issuer whose `iss` the (not yet verified) claims name and which looks
+    /// for tokens where this one was found.
     fn issuer_for(
         &self,
-        jws: &CompactJws<'_>,
+        claims: &RegisteredClaims<'_>,
         token: &str,
         request: &AuthzRequest,
     ) -> Result<&Issuer, TokenError> {
-        let payload = jws.unverified_payload()?;
-        let payload = std::str::from_utf8(&payload)
-            .map_err(|_| TokenError::Malformed("the payload is not UTF-8 JSON"))?;
-        let iss = claims::RegisteredClaims::parse(payload)?
-            .iss()
-            .ok_or(TokenError::MissingClaim("iss"))?;
+        let iss = claims.iss().ok_or(TokenError::MissingClaim("iss"))?;
         self.issuers
             .iter()
             .filter(|issuer| *issuer.rules.issuer == *iss)

@@ -92,8 +92,8 @@ impl Condition {
     pub fn reads_token(&self) -> bool {
         VARIABLES
             .iter()
-            .zip(self.uses)
-            .any(|(name, used)| *name == "token" && used)
+            .position(|name| *name == "token")
+            .is_some_and(|i| self.uses[i])
     }
 
     /// Evaluates the condition for `ctx` with the rule's path captures. `user` is

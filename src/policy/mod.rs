@@ -63,6 +63,9 @@ pub struct Policy {
     default: Effect,
     rules: Vec<Rule>,
     index: RuleIndex,
+    /// Whether any rule's condition reads `token.*` (decided at load, read per
+    /// check).
+    reads_token_claims: bool,
 }
 
 /// One compiled rule.
@@ -182,9 +185,7 @@ pub struct RuleTrace {
 impl Policy {
     /// Whether any rule's condition reads `token.*` claims.
     pub fn reads_token_claims(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| rule.when.as_ref().is_some_and(Condition::reads_token))
+        self.reads_token_claims
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -197,10 +198,14 @@ impl Policy {
 
     fn new(default: Effect, rules: Vec<Rule>) -> Self {
         let index = RuleIndex::build(&rules);
+        let reads_token_claims = rules
+            .iter()
+            .any(|rule| rule.when.as_ref().is_some_and(Condition::reads_token));
         Self {
             default,
             rules,
             index,
+            reads_token_claims,
         }
     }
 }
