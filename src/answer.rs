@@ -184,7 +184,7 @@ impl Answer {
         let owned = FirstBytes::of(config);
         let mut remove: Vec<String> = request
             .headers
-            .keys()
+            .names()
             // Most request headers (accept-*, sec-*, user-agent) start with a
             // letter no stripped prefix or owned name starts with.
             .filter(|name| owned.may_hold(name))
@@ -198,9 +198,10 @@ impl Answer {
                     || *name == INTERNAL_TOKEN_HEADER
             })
             .filter(|name| !set.iter().any(|(h, _)| h == *name))
-            .cloned()
+            .map(str::to_owned)
             .collect();
         remove.sort();
+        remove.dedup();
         Answer::Allow { set, remove }
     }
 

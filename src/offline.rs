@@ -10,7 +10,7 @@ use crate::principal::{Principal, Service, User, Webhook};
 use crate::request::AuthzRequest;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// A request as written in a test case or an explain file.
@@ -89,14 +89,14 @@ impl PrincipalSpec {
 impl RequestSpec {
     fn to_request(&self) -> AuthzRequest {
         AuthzRequest {
-            method: self.method.clone(),
-            host: self.host.clone(),
-            path: self.path.clone(),
+            method: self.method.as_str().into(),
+            host: self.host.as_str().into(),
+            path: self.path.as_str().into(),
             headers: self
                 .headers
                 .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect::<HashMap<_, _>>(),
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+                .collect(),
             ..AuthzRequest::default()
         }
     }

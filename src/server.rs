@@ -6,11 +6,10 @@ use crate::admin_api::pb::token_service_server::TokenServiceServer;
 use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};
 use crate::authorizer::{Authorizer, Engine};
 use crate::config::Config;
-use crate::ext_authz::ExtAuthz;
+use crate::ext_authz::AuthorizationService;
 use crate::metrics::Metrics;
 use crate::tls::TlsAcceptor;
 use crate::token_api::TokenApi;
-use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,7 +131,7 @@ impl Server {
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
+        health.set_serving::<AuthorizationService>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -140,9 +139,7 @@ impl Server {
         let grpc = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(AuthorizationServer::new(ExtAuthz::new(Arc::clone(
-                &self.authorizer,
-            ))))
+            .add_service(AuthorizationService::new(Arc::clone(&self.authorizer)))
             .add_service(AdminServer::new(AdminApi::new(Arc::clone(
                 &self.authorizer,
             ))))

@@ -52,8 +52,25 @@ fn every_reference_point_answers_a_short_load() {
             .map_or_else(|| root.join(".venv/bin/envoy"), PathBuf::from),
         out: out.path().to_owned(),
         only: None,
+        keep: true,
     };
     let report = sidebyside::harness::run(&opts).expect("the harness runs");
+    // `--keep` leaves what profiling outside the harness needs.
+    let kept = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("fixture-"))
+        .expect("the fixture is kept")
+        .path();
+    for file in [
+        "profile.yaml",
+        "check-a.grpc",
+        "check-c.grpc",
+        "users.db",
+        "policy.yaml",
+    ] {
+        assert!(kept.join(file).exists(), "{file} is kept");
+    }
     println!("{}", report.markdown);
     let rounds = report.json["rounds"].as_array().unwrap();
     let measured = rounds[0].as_array().unwrap();

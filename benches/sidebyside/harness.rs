@@ -51,6 +51,11 @@ pub struct Options {
     /// Run only the measurements whose name contains this (`fill` names the RSS
     /// fill): for profiling one scenario. The ratios of the others are NaN.
     pub only: Option<String>,
+    /// Keep the fixture directory (config, keys, directory, policy) in `out`
+    /// (`fixture-*`) and write the framed gRPC bodies of scenarios (a) and (c)
+    /// into it, for profiling a server outside the harness (`h2load -d
+    /// check-a.grpc`, valgrind, perf).
+    pub keep: bool,
 }
 
 impl Options {
@@ -124,6 +129,9 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
 
 async fn run_async(opts: &Options) -> anyhow::Result<Report> {
     let fixture = Fixture::build(opts).await?;
+    if opts.keep {
+        fixture.keep()?;
+    }
     let verify_us = bare_rs256_verify_us(&fixture)?;
     eprintln!("bare RS256 verification (jsonwebtoken, aws-lc-rs): {verify_us:.1} µs");
     let mut rounds: Vec<Vec<Measured>> = Vec::new();
@@ -147,14 +155,25 @@ async fn run_async(opts: &Options) -> anyhow::Result<Report> {
         opts.fill,
         fill / 1048576.0
     );
-    Ok(report(opts, &fixture, &rounds, verify_us, &rss, fill))
+    let report = report(opts, &fixture, &rounds, verify_us, &rss, fill);
+    if opts.keep {
+        let _ = fixture.dir.keep();
+    }
+    Ok(report)
 }
 
 impl Fixture {
     async fn build(opts: &Options) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("portcullis-bench")
-            .tempdir()?;
+        // Kept (`--keep`) beside the results; otherwise removed after the run.
+        let dir = if opts.keep {
+            tempfile::Builder::new()
+                .prefix("fixture-")
+                .tempdir_in(&opts.out)?
+        } else {
+            tempfile::Builder::new()
+                .prefix("portcullis-bench")
+                .tempdir()?
+        };
         let key = SigningKey::generate("bench-1");
         std::fs::write(
             dir.path().join("jwks.json"),
@@ -238,6 +257,38 @@ policy: {d}/policy.yaml
             azp = tokens::AUTHORIZED_PARTY,
             mtls = if mtls { "mtls: {}\n" } else { "" },
         )
+    }
+
+    /// Writes what profiling a server outside the harness needs into the fixture
+    /// directory and keeps it after the run (`--keep`).
+    fn keep(&self) -> anyhow::Result<()> {
+        let d = self.dir.path();
+        // gRPC's length-prefixed message framing, as h2load sends a body file.
+        let framed = |message: Bytes| {
+            let mut body = vec![0u8];
+            body.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
+            body.extend_from_slice(&message);
+            body
+        };
+        let cached = Some(self.cached_token.as_str());
+        std::fs::write(
+            d.join("check-a.grpc"),
+            framed(check_request(PATH, cached, None)),
+        )?;
+        std::fs::write(
+            d.join("check-c.grpc"),
+            framed(check_request(PATH, None, None)),
+        )?;
+        let (grpc, http) = (
+            SocketAddr::from(([127, 0, 0, 1], 9191)),
+            SocketAddr::from(([127, 0, 0, 1], 9190)),
+        );
+        std::fs::write(d.join("profile.yaml"), self.config(grpc, http, self.mtls))?;
+        eprintln!(
+            "kept the fixture in {} (profile.yaml: portcullis on 127.0.0.1:9191/9190, check-a.grpc, check-c.grpc)",
+            d.display()
+        );
+        Ok(())
     }
 
     /// Whether this build knows the east-west `mtls:` section (scenario d).

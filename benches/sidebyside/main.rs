@@ -1,4 +1,4 @@
-//! `cargo bench --bench sidebyside -- [--quick | --smoke] [--rounds N] [--no-pin] [--only NAME]`
+//! `cargo bench --bench sidebyside -- [--quick | --smoke] [--rounds N] [--no-pin] [--only NAME] [--keep]`
 //! (normally through `scripts/bench`): the side-by-side benchmark of SPEC §11.
 //! Writes `target/bench/results.json` and prints the Markdown table. See
 //! `BENCHMARKS.md` for what is measured and how to read it.
@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             .map_or_else(|| root.join(".venv/bin/envoy"), PathBuf::from),
         out: root.join("target/bench"),
         only: None,
+        keep: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -52,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             "--fill" => opts.fill = args.next().unwrap_or_default().parse()?,
             "--no-pin" => opts.pin = false,
             "--only" => opts.only = args.next(),
+            "--keep" => opts.keep = true,
             "--bench" => {} // added by `cargo bench`
             other => anyhow::bail!("unknown argument {other}"),
         }

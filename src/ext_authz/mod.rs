@@ -5,17 +5,19 @@
 //! `Err(Status)`: Envoy treats gRPC errors under `failure_mode_allow`, which could
 //! turn a deny into an allow (SPEC §8).
 
+mod service;
+pub mod wire;
+
+pub use service::AuthorizationService;
+
 use crate::answer::Answer;
-use crate::authorizer::Authorizer;
-use crate::request::{AuthzRequest, Source};
+use crate::request::{AuthzRequest, Headers, Source, Text};
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
-    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
-use std::collections::HashMap;
-use std::sync::Arc;
-use tonic::{Request, Response, Status};
 
 /// gRPC status codes (google.rpc.Code) Envoy reads from `CheckResponse.status`.
 const OK: i32 = 0;
@@ -24,64 +26,57 @@ const UNAUTHENTICATED: i32 = 16;
 const UNAVAILABLE: i32 = 14;
 const INVALID_ARGUMENT: i32 = 3;
 
-impl From<CheckRequest> for AuthzRequest {
-    /// Moves the request's strings out of the message: no header is copied.
-    fn from(check: CheckRequest) -> Self {
-        let Some(mut attributes) = check.attributes else {
+impl From<wire::CheckRequest> for AuthzRequest {
+    /// Takes the request's strings as they lie in the received buffer: no header
+    /// is copied.
+    fn from(check: wire::CheckRequest) -> Self {
+        let Some(attributes) = check.attributes else {
             return AuthzRequest::default();
         };
-        let Some(mut http) = attributes.request.take().and_then(|r| r.http) else {
+        let Some(http) = attributes.request.and_then(|r| r.http) else {
             // No HTTP attributes: an empty request, which fails path parsing and is
             // denied with 400.
             return AuthzRequest::default();
         };
-        // `header_map` (Envoy's `encode_raw_headers: true`) keeps repeated headers
-        // apart; join them like the `headers` map does.
-        let headers = match http.header_map.take() {
+        let headers = match http.header_map {
+            // `header_map` (Envoy's `encode_raw_headers: true`) keeps repeated
+            // headers apart; join them like the `headers` map does.
             Some(map) if !map.headers.is_empty() => {
-                let mut joined: HashMap<String, String> = HashMap::with_capacity(map.headers.len());
+                let mut joined = Headers::with_capacity(map.headers.len());
                 for h in map.headers {
-                    let value = if h.raw_value.is_empty() {
+                    let value = text(if h.raw_value.is_empty() {
                         h.value
                     } else {
-                        String::from_utf8(h.raw_value)
-                            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-                    };
-                    joined
-                        .entry(lowercase(h.key))
-                        .and_modify(|v| {
-                            v.push(',');
-                            v.push_str(&value);
-                        })
-                        .or_insert(value);
+                        h.raw_value
+                    });
+                    let name = header_name(h.key);
+                    match joined.get_mut(&name) {
+                        Some(earlier) => *earlier = Text::from(format!("{earlier},{value}")),
+                        None => joined.push(name, value),
+                    }
                 }
                 joined
             }
-            // Envoy sends lower-case names; anything else is lowered here.
-            _ if http
-                .headers
-                .keys()
-                .any(|k| k.bytes().any(|b| b.is_ascii_uppercase())) =>
-            {
-                http.headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                    .collect()
+            _ => {
+                let mut headers = Headers::with_capacity(http.headers.len());
+                for entry in http.headers {
+                    headers.push(header_name(entry.key), text(entry.value));
+                }
+                headers
             }
-            _ => http.headers,
         };
         let (principal, certificate) = attributes
             .source
-            .map(|peer| (peer.principal, peer.certificate))
+            .map(|peer| (text(peer.principal), text(peer.certificate)))
             .unwrap_or_default();
         // `tls_session` is sent only with `include_tls_session`; a peer identity or
         // certificate also means the hop was TLS.
         let tls =
             attributes.tls_session.is_some() || !principal.is_empty() || !certificate.is_empty();
         AuthzRequest {
-            method: http.method,
-            host: http.host,
-            path: http.path,
+            method: text(http.method),
+            host: text(http.host),
+            path: text(http.path),
             headers,
             source: Source {
                 principal,
@@ -90,7 +85,7 @@ impl From<CheckRequest> for AuthzRequest {
             },
             // `pack_as_bytes: true` sends `raw_body`; otherwise the body is a string.
             body: if http.raw_body.is_empty() {
-                http.body.into_bytes()
+                http.body
             } else {
                 http.raw_body
             },
@@ -98,9 +93,22 @@ impl From<CheckRequest> for AuthzRequest {
     }
 }
 
-fn lowercase(mut name: String) -> String {
-    name.make_ascii_lowercase();
-    name
+/// A wire string as text, sharing its buffer. Envoy sends UTF-8 (protobuf strings
+/// are); anything else is not refused but has each bad sequence replaced by
+/// U+FFFD, so it can never equal a configured name or value by accident.
+fn text(bytes: Bytes) -> Text {
+    Text::try_from(bytes.clone())
+        .unwrap_or_else(|_| Text::from(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A header name, lower-cased: Envoy sends lower-case names; anything else is
+/// lowered here, so stripping and lookups see it.
+fn header_name(bytes: Bytes) -> Text {
+    if bytes.iter().any(u8::is_ascii_uppercase) {
+        Text::from(String::from_utf8_lossy(&bytes).to_ascii_lowercase())
+    } else {
+        text(bytes)
+    }
 }
 
 fn header((key, value): (String, String)) -> HeaderValueOption {
@@ -160,37 +168,23 @@ impl From<Answer> for CheckResponse {
     }
 }
 
-/// `envoy.service.auth.v3.Authorization`.
-pub struct ExtAuthz {
-    authorizer: Arc<Authorizer>,
-}
-
-impl ExtAuthz {
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
-        Self { authorizer }
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for ExtAuthz {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let request = AuthzRequest::from(request.into_inner());
-        let answer = self.authorizer.check(&request).await;
-        Ok(Response::new(answer.into()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap};
+    use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, Metadata};
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
-        HttpRequest, Peer, Request as AttrRequest,
+        HttpRequest, Peer, Request as AttrRequest, TlsSession,
     };
-    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    use prost::Message as _;
+
+    /// Envoy's message as Envoy encodes it, decoded the way the server does
+    /// ([`wire`]), into the request model.
+    fn model(check: &CheckRequest) -> AuthzRequest {
+        let wire = wire::CheckRequest::decode(check.encode_to_vec().as_slice())
+            .expect("Envoy's CheckRequest decodes as portcullis' wire::CheckRequest");
+        AuthzRequest::from(wire)
+    }
 
     fn check(http: HttpRequest, source: Option<Peer>) -> CheckRequest {
         CheckRequest {
@@ -224,19 +218,24 @@ mod tests {
             address: Some(Address::default()),
             ..Default::default()
         };
-        let request = AuthzRequest::from(check(http, Some(peer)));
+        let mut check = check(http, Some(peer));
+        // Fields portcullis never reads are skipped, whatever they hold.
+        let attributes = check.attributes.as_mut().expect("attributes");
+        attributes.destination = Some(Peer {
+            principal: "spiffe://example.org/ns/x/sa/dest".into(),
+            ..Default::default()
+        });
+        attributes.context_extensions = [("k".to_string(), "v".to_string())].into();
+        attributes.metadata_context = Some(Metadata::default());
+        let request = model(&check);
         assert_eq!(
-            (
-                request.method.as_str(),
-                request.host.as_str(),
-                request.path.as_str()
-            ),
+            (&*request.method, &*request.host, &*request.path),
             ("POST", "api.example.test", "/api/x?y=1")
         );
         assert_eq!(request.header("authorization"), Some("Bearer t"));
         // A name not lower-cased (no Envoy sends one) is lowered, so stripping sees it.
         assert_eq!(request.header("x-user-id"), Some("spoofed"));
-        assert_eq!(request.body, b"{}");
+        assert_eq!(&request.body[..], b"{}");
         assert_eq!(request.source.principal, "spiffe://example.org/ns/a/sa/b");
         assert!(request.source.tls, "a peer principal means mTLS");
     }
@@ -266,20 +265,65 @@ mod tests {
             raw_body: b"\x00\x01".to_vec(),
             ..Default::default()
         };
-        let request = AuthzRequest::from(check(http, None));
+        let request = model(&check(http, None));
         assert_eq!(request.header("x-user-role"), Some("ADMIN,USER"));
         assert_eq!(request.header("cookie"), Some("a=1"));
         assert_eq!(request.header("x-plain"), Some("text"));
         assert_eq!(request.header("x-bytes"), Some("caf\u{fffd}"));
-        assert_eq!(request.body, b"\x00\x01");
+        assert_eq!(&request.body[..], b"\x00\x01");
         assert!(!request.source.tls);
     }
 
     #[test]
-    fn a_check_without_http_attributes_is_an_empty_request() {
-        assert_eq!(
-            AuthzRequest::from(CheckRequest::default()),
-            AuthzRequest::default()
+    fn a_tls_session_alone_marks_the_hop_tls() {
+        let mut check = check(
+            HttpRequest {
+                path: "/".into(),
+                ..Default::default()
+            },
+            None,
         );
+        check.attributes.as_mut().expect("attributes").tls_session = Some(TlsSession {
+            sni: "api.example.test".into(),
+        });
+        assert!(model(&check).source.tls);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_not_refused() {
+        // Envoy's strings are UTF-8; a sender that is not Envoy gets a decision on
+        // the replaced text (never equal to a configured name), not a failed Check.
+        let check = wire::CheckRequest {
+            attributes: Some(wire::AttributeContext {
+                request: Some(wire::Request {
+                    http: Some(wire::HttpRequest {
+                        path: Bytes::from_static(b"/caf\xe9"),
+                        headers: vec![
+                            wire::MapEntry {
+                                key: Bytes::from_static(b"x-user-role"),
+                                value: Bytes::from_static(b"ADMIN\xff"),
+                            },
+                            wire::MapEntry {
+                                key: Bytes::from_static(b"X-Mixed\xff"),
+                                value: Bytes::from_static(b"v"),
+                            },
+                        ],
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            }),
+        };
+        let decoded = wire::CheckRequest::decode(check.encode_to_vec().as_slice())
+            .expect("decodes: bytes fields take any byte");
+        let request = AuthzRequest::from(decoded);
+        assert_eq!(&*request.path, "/caf\u{fffd}");
+        assert_eq!(request.header("x-user-role"), Some("ADMIN\u{fffd}"));
+        assert_eq!(request.header("x-mixed\u{fffd}"), Some("v"));
+    }
+
+    #[test]
+    fn a_check_without_http_attributes_is_an_empty_request() {
+        assert_eq!(model(&CheckRequest::default()), AuthzRequest::default());
     }
 }

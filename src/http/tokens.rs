@@ -41,9 +41,7 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        request
-            .headers
-            .insert("authorization".into(), value.to_owned());
+        request.headers.insert("authorization", value);
     }
     let rid = RequestId::of(&request, "x-request-id").value;
     let token = match engine.authenticator().authenticate(&request, true).await {

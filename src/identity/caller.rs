@@ -230,7 +230,7 @@ mod tests {
                 .collect(),
             source: Source {
                 principal: principal.into(),
-                certificate: String::new(),
+                certificate: Default::default(),
                 tls: !principal.is_empty(),
             },
             ..AuthzRequest::default()

@@ -133,11 +133,9 @@ mod tests {
         let mut request = AuthzRequest::default();
         request
             .headers
-            .insert("authorization".into(), "bearer  abc.def.ghi ".into());
-        request.headers.insert("x-token".into(), "raw".into());
-        request
-            .headers
-            .insert("cookie".into(), "__session=c.o.k".into());
+            .insert("authorization", "bearer  abc.def.ghi ");
+        request.headers.insert("x-token", "raw");
+        request.headers.insert("cookie", "__session=c.o.k");
         let bearer = Credential::Header {
             name: "authorization".into(),
             prefix: Some("Bearer ".into()),
@@ -152,17 +150,13 @@ mod tests {
             name: "__session".into(),
         };
         assert_eq!(cookie.extract(&request), Some("c.o.k"));
-        request
-            .headers
-            .insert("authorization".into(), "Basic dXNlcg==".into());
+        request.headers.insert("authorization", "Basic dXNlcg==");
         assert_eq!(
             bearer.extract(&request),
             None,
             "other schemes are not our tokens"
         );
-        request
-            .headers
-            .insert("authorization".into(), "Bearer".into());
+        request.headers.insert("authorization", "Bearer");
         assert_eq!(bearer.extract(&request), None);
     }
 }

@@ -288,7 +288,7 @@ mod tests {
     fn from(principal: &str) -> Source {
         Source {
             principal: principal.into(),
-            certificate: String::new(),
+            certificate: Default::default(),
             tls: !principal.is_empty(),
         }
     }

@@ -191,7 +191,7 @@ struct RequestVars<'a> {
     host: &'a str,
     /// The normalized path, query excluded.
     path: String,
-    headers: &'a HashMap<String, String>,
+    headers: &'a crate::request::Headers,
     query: HashMap<String, String>,
 }
 
