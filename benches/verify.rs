@@ -59,7 +59,9 @@ fn request(token: &str) -> AuthzRequest {
     AuthzRequest {
         method: "GET".into(),
         path: "/api/videos".into(),
-        headers: [("authorization".into(), format!("Bearer {token}"))].into(),
+        headers: [("authorization", format!("Bearer {token}"))]
+            .into_iter()
+            .collect(),
         ..AuthzRequest::default()
     }
 }

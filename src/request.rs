@@ -107,6 +107,12 @@ impl<K: Into<Text>, V: Into<Text>> FromIterator<(K, V)> for Headers {
     }
 }
 
+impl<K: Into<Text>, V: Into<Text>, const N: usize> From<[(K, V); N]> for Headers {
+    fn from(headers: [(K, V); N]) -> Self {
+        headers.into_iter().collect()
+    }
+}
+
 /// A map from name to value (what CEL's `request.headers` sees).
 impl serde::Serialize for Headers {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
