@@ -32,13 +32,12 @@ fn policy(rules: usize) -> Policy {
 }
 
 fn request(method: &str, path: &str) -> AuthzRequest {
-    AuthzRequest {
-        method: method.into(),
-        host: "api.example.com".into(),
-        path: path.into(),
-        headers: [("authorization".to_string(), "Bearer x".to_string())].into(),
-        ..AuthzRequest::default()
-    }
+    AuthzRequest::builder()
+        .method(method)
+        .host("api.example.com")
+        .path(path)
+        .header("authorization", "Bearer x")
+        .build()
 }
 
 fn bench_decide(c: &mut Criterion) {
@@ -63,7 +62,7 @@ fn bench_decide(c: &mut Criterion) {
             ),
         ];
         for (name, req) in &cases {
-            let path = NormalizedPath::parse(&req.path).unwrap();
+            let path = NormalizedPath::parse(req.path()).unwrap();
             let ctx = Context {
                 request: req,
                 path: &path,

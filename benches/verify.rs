@@ -56,14 +56,11 @@ fn issuer(key: &SigningKey) -> Issuer {
 }
 
 fn request(token: &str) -> AuthzRequest {
-    AuthzRequest {
-        method: "GET".into(),
-        path: "/api/videos".into(),
-        headers: [("authorization", format!("Bearer {token}"))]
-            .into_iter()
-            .collect(),
-        ..AuthzRequest::default()
-    }
+    AuthzRequest::builder()
+        .method("GET")
+        .path("/api/videos")
+        .header("authorization", &format!("Bearer {token}"))
+        .build()
 }
 
 fn bench_verify(c: &mut Criterion) {

@@ -183,8 +183,7 @@ impl Answer {
         // removing a header we set would drop our own value.
         let owned = FirstBytes::of(config);
         let mut remove: Vec<String> = request
-            .headers
-            .names()
+            .header_names()
             // Most request headers (accept-*, sec-*, user-agent) start with a
             // letter no stripped prefix or owned name starts with.
             .filter(|name| owned.may_hold(name))
@@ -349,13 +348,9 @@ mod tests {
     }
 
     fn request(headers: &[(&str, &str)]) -> AuthzRequest {
-        AuthzRequest {
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..AuthzRequest::default()
-        }
+        AuthzRequest::builder()
+            .headers(headers.iter().copied())
+            .build()
     }
 
     #[test]

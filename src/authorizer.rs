@@ -151,7 +151,7 @@ impl Engine {
             secret
                 .verify(
                     headers,
-                    &request.body,
+                    request.body(),
                     crate::identity::token_cache::unix_now(),
                 )
                 .map(|_| {
@@ -320,11 +320,11 @@ impl Authorizer {
         match &answer {
             Answer::Allow { .. } => tracing::debug!(
                 request_id = %request_id.value, %result, %rule, principal = principal_kind,
-                method = %request.method, path = %request.path, "decision"
+                method = %request.method(), path = %request.path(), "decision"
             ),
             Answer::Deny { status, .. } => tracing::info!(
                 request_id = %request_id.value, %result, %rule, principal = principal_kind,
-                status, method = %request.method, path = %request.path, "decision"
+                status, method = %request.method(), path = %request.path(), "decision"
             ),
         }
         answer
@@ -339,7 +339,7 @@ impl Authorizer {
         request_id: &RequestId,
     ) -> (Answer, String, &'static str) {
         let rid = request_id.value.as_str();
-        let path = match NormalizedPath::parse(&request.path) {
+        let path = match NormalizedPath::parse(request.path()) {
             Ok(path) => path,
             Err(e) => {
                 let message = format!("the request path is rejected: {e}");
@@ -421,7 +421,7 @@ impl Authorizer {
         );
         for (rule, would) in &decision.observed {
             tracing::info!(request_id = %rid, %rule, would = would.as_str(), principal = principal.kind(),
-                method = %request.method, path = %path, "dry-run/audit rule matched");
+                method = %request.method(), path = %path, "dry-run/audit rule matched");
             self.metrics
                 .observed
                 .get_or_create(&DecisionLabels {

@@ -88,17 +88,16 @@ impl PrincipalSpec {
 
 impl RequestSpec {
     fn to_request(&self) -> AuthzRequest {
-        AuthzRequest {
-            method: self.method.as_str().into(),
-            host: self.host.as_str().into(),
-            path: self.path.as_str().into(),
-            headers: self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
-                .collect(),
-            ..AuthzRequest::default()
-        }
+        self.headers
+            .iter()
+            .fold(
+                AuthzRequest::builder()
+                    .method(&self.method)
+                    .host(&self.host)
+                    .path(&self.path),
+                |request, (name, value)| request.header(name, value),
+            )
+            .build()
     }
 }
 
@@ -115,7 +114,7 @@ pub struct Evaluation {
 pub fn evaluate(policy: &Policy, headers: &HeadersConfig, spec: &RequestSpec) -> Evaluation {
     let request = spec.to_request();
     let request_id = RequestId::of(&request, &headers.request_id);
-    let path = match NormalizedPath::parse(&request.path) {
+    let path = match NormalizedPath::parse(request.path()) {
         Ok(path) => path,
         Err(e) => {
             let answer = Answer::deny(

@@ -1,145 +1,117 @@
 //! The request model: what an adapter (ext_authz gRPC, HTTP `/check`) extracts from
 //! its wire type, and all the rest of portcullis reads. No wire types past here.
 //!
-//! Strings are [`Text`]: UTF-8 checked once, and shared with the buffer the
-//! request arrived in rather than copied out of it (SPEC §11: no per-request
-//! allocation of header maps).
+//! Every string of a request lives in one buffer, back to back, and the model
+//! keeps where each one lies: building a request is one allocation and a copy of
+//! each string, checked for UTF-8 once (SPEC §11: no per-request allocation of
+//! header maps, no `String` per header value).
 
 use bytes::Bytes;
 
-/// An immutable UTF-8 string that may share the buffer it was decoded from.
-pub type Text = bytestring::ByteString;
-
-/// One request to decide on, independent of how it arrived.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One request to decide on, independent of how it arrived. Built with
+/// [`AuthzRequest::builder`].
+#[derive(Clone, Default)]
 pub struct AuthzRequest {
-    /// `:method`, e.g. `GET`.
-    pub method: Text,
-    /// `:authority` / `Host`.
-    pub host: Text,
-    /// The raw `:path`, query included, exactly as the client sent it.
-    pub path: Text,
-    /// Request headers, names lower-cased; repeated headers joined with `,`.
-    pub headers: Headers,
-    /// The hop that sent the request to Envoy, as Envoy authenticated it.
-    pub source: Source,
-    /// The request body, when Envoy sends it (`with_request_body`, on webhook
-    /// routes); empty otherwise.
-    pub body: Bytes,
+    /// Every string below, back to back.
+    text: String,
+    method: Span,
+    host: Span,
+    path: Span,
+    /// `(name, value)`, names lower-cased.
+    headers: Vec<(Span, Span)>,
+    principal: Span,
+    certificate: Span,
+    tls: bool,
+    body: Bytes,
 }
 
-/// Request headers by lower-case name. A list, not a hash map: a request has a
-/// few dozen headers, and a scan of them is cheaper than hashing. Should a name
-/// appear twice, the last value counts (as in a protobuf map); every occurrence
-/// is seen by [`Headers::names`], so stripping misses none.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Headers(Vec<(Text, Text)>);
-
-impl Headers {
-    /// An empty list with room for `n` headers.
-    pub fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
-    }
-
-    /// The value of header `name` (lower-case).
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| **k == *name)
-            .map(|(_, v)| &**v)
-    }
-
-    /// Sets `name` to `value`, replacing an earlier value.
-    pub fn insert(&mut self, name: impl Into<Text>, value: impl Into<Text>) {
-        let (name, value) = (name.into(), value.into());
-        match self.0.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name, value)),
-        }
-    }
-
-    /// Appends a header the caller knows to be new (an adapter filling the list
-    /// from a map that has each name once).
-    pub fn push(&mut self, name: Text, value: Text) {
-        self.0.push((name, value));
-    }
-
-    /// The value of `name` for appending to, if present.
-    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut Text> {
-        self.0
-            .iter_mut()
-            .rev()
-            .find(|(k, _)| **k == *name)
-            .map(|(_, v)| v)
-    }
-
-    /// Every header name, as sent (a repeated name more than once).
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| &**k)
-    }
-
-    /// Every header, with the value that counts for each name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .enumerate()
-            .filter(|(i, (k, _))| !self.0[i + 1..].iter().any(|(later, _)| later == k))
-            .map(|(_, (k, v))| (&**k, &**v))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<K: Into<Text>, V: Into<Text>> FromIterator<(K, V)> for Headers {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut headers = Headers::default();
-        for (k, v) in iter {
-            headers.insert(k, v);
-        }
-        headers
-    }
-}
-
-impl<K: Into<Text>, V: Into<Text>, const N: usize> From<[(K, V); N]> for Headers {
-    fn from(headers: [(K, V); N]) -> Self {
-        headers.into_iter().collect()
-    }
-}
-
-/// A map from name to value (what CEL's `request.headers` sees).
-impl serde::Serialize for Headers {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.iter())
-    }
+/// Where one string lies in [`AuthzRequest::text`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
 }
 
 /// What Envoy knows about the connection the request arrived on (east-west, SPEC
 /// §4). Envoy verified the peer's certificate itself; these fields are only as
 /// trustworthy as the Envoy asking, which is why portcullis re-checks the SVID
 /// rules on the certificate it is shown.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Source {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Source<'a> {
     /// `attributes.source.principal`: the peer's identity from its verified client
     /// certificate (the URI SAN for an SVID); empty without mTLS.
-    pub principal: Text,
+    pub principal: &'a str,
     /// `attributes.source.certificate`: the peer's certificate as URL-encoded PEM
     /// (ext_authz `include_peer_certificate: true`); empty when not sent.
-    pub certificate: Text,
+    pub certificate: &'a str,
     /// Whether the hop was TLS (`tls_session` sent, or a peer identity present).
     pub tls: bool,
 }
 
 impl AuthzRequest {
-    /// A header by lower-case name.
+    /// Starts a request.
+    pub fn builder() -> RequestBuilder {
+        RequestBuilder::with_capacity(0)
+    }
+
+    fn str(&self, span: Span) -> &str {
+        // Spans are made by the builder at char boundaries of `text`; an
+        // impossible one reads as empty rather than panicking.
+        self.text
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// `:method`, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        self.str(self.method)
+    }
+
+    /// `:authority` / `Host`.
+    pub fn host(&self) -> &str {
+        self.str(self.host)
+    }
+
+    /// The raw `:path`, query included, exactly as the client sent it.
+    pub fn path(&self) -> &str {
+        self.str(self.path)
+    }
+
+    /// The hop that sent the request to Envoy, as Envoy authenticated it.
+    pub fn source(&self) -> Source<'_> {
+        Source {
+            principal: self.str(self.principal),
+            certificate: self.str(self.certificate),
+            tls: self.tls,
+        }
+    }
+
+    /// The request body, when Envoy sends it (`with_request_body`, on webhook
+    /// routes); empty otherwise.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// A header by lower-case name. Should a name appear twice (repeated
+    /// headers are joined with `,` before they get here), the last value counts,
+    /// as in a protobuf map.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name)
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| self.str(*k) == name)
+            .map(|(_, v)| self.str(*v))
+    }
+
+    /// Every header name as sent, a repeated one more than once: what stripping
+    /// looks at, so it misses none.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|(k, _)| self.str(*k))
+    }
+
+    /// Every header, with the value that counts for each name.
+    pub fn headers(&self) -> Headers<'_> {
+        Headers(self)
     }
 
     /// The value of cookie `name`, from the `cookie` header(s).
@@ -154,7 +126,7 @@ impl AuthzRequest {
     /// The first value of query parameter `name` (not percent-decoded: tokens are
     /// base64url and need none).
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        let (_, query) = self.path.split_once('?')?;
+        let (_, query) = self.path().split_once('?')?;
         let query = query.split('#').next().unwrap_or(query);
         query
             .split('&')
@@ -164,40 +136,295 @@ impl AuthzRequest {
     }
 }
 
+/// Two requests are equal when they say the same, however their strings lie.
+impl PartialEq for AuthzRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.method() == other.method()
+            && self.host() == other.host()
+            && self.path() == other.path()
+            && self.source() == other.source()
+            && self.body == other.body
+            && self.headers().iter().eq(other.headers().iter())
+    }
+}
+
+impl std::fmt::Debug for AuthzRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values are left out: they hold credentials.
+        f.debug_struct("AuthzRequest")
+            .field("method", &self.method())
+            .field("host", &self.host())
+            .field("path", &self.path())
+            .field("headers", &self.header_names().collect::<Vec<_>>())
+            .field("source", &self.source())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// The headers of a request, by name: CEL's `request.headers` map.
+#[derive(Clone, Copy)]
+pub struct Headers<'a>(&'a AuthzRequest);
+
+impl<'a> Headers<'a> {
+    /// Every header in arrival order, with the value that counts for each name
+    /// (a name repeated is listed once, at its last place).
+    pub fn iter(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let request = self.0;
+        let all = &request.headers;
+        all.iter()
+            .enumerate()
+            .filter(move |(i, (k, _))| {
+                let name = request.str(*k);
+                !all[i + 1..]
+                    .iter()
+                    .any(|(later, _)| request.str(*later) == name)
+            })
+            .map(move |(_, (k, v))| (request.str(*k), request.str(*v)))
+    }
+}
+
+impl serde::Serialize for Headers<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+/// Builds an [`AuthzRequest`], appending each string to its one buffer.
+#[derive(Default)]
+pub struct RequestBuilder {
+    request: AuthzRequest,
+}
+
+impl RequestBuilder {
+    /// A builder whose buffer holds `capacity` bytes before it grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            request: AuthzRequest {
+                text: String::with_capacity(capacity),
+                ..AuthzRequest::default()
+            },
+        }
+    }
+
+    fn push(&mut self, text: &str) -> Span {
+        let start = self.request.text.len();
+        self.request.text.push_str(text);
+        // A request is at most the gRPC message limit (4 MiB): offsets fit u32.
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(self.request.text.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Appends wire bytes as text: Envoy sends UTF-8 (protobuf strings are);
+    /// anything else is not refused but has each bad sequence replaced by U+FFFD,
+    /// so it can never equal a configured name or value by accident.
+    fn push_lossy(&mut self, bytes: &[u8]) -> Span {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.push(text),
+            Err(_) => self.push(&String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    /// A header name from the wire, lower-cased (Envoy sends lower-case names;
+    /// anything else is lowered here, so stripping and lookups see it).
+    fn push_name(&mut self, bytes: &[u8]) -> Span {
+        let span = self.push_lossy(bytes);
+        let (start, end) = (span.start as usize, span.end as usize);
+        if let Some(name) = self.request.text.get_mut(start..end) {
+            name.make_ascii_lowercase();
+        }
+        span
+    }
+
+    pub fn method(mut self, method: &str) -> Self {
+        self.request.method = self.push(method);
+        self
+    }
+
+    pub fn host(mut self, host: &str) -> Self {
+        self.request.host = self.push(host);
+        self
+    }
+
+    pub fn path(mut self, path: &str) -> Self {
+        self.request.path = self.push(path);
+        self
+    }
+
+    /// Adds header `name` (lower-cased here).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = self.push_name(name.as_bytes());
+        let value = self.push(value);
+        self.request.headers.push((name, value));
+        self
+    }
+
+    /// Adds every `(name, value)` of `headers`.
+    pub fn headers<K: AsRef<str>, V: AsRef<str>>(
+        self,
+        headers: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        headers
+            .into_iter()
+            .fold(self, |b, (k, v)| b.header(k.as_ref(), v.as_ref()))
+    }
+
+    /// The peer Envoy saw (`attributes.source`).
+    pub fn peer(mut self, principal: &str, certificate: &str, tls: bool) -> Self {
+        self.request.principal = self.push(principal);
+        self.request.certificate = self.push(certificate);
+        self.request.tls = tls;
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.request.body = body.into();
+        self
+    }
+
+    pub fn build(self) -> AuthzRequest {
+        self.request
+    }
+}
+
+/// What an adapter fills in from wire bytes (the ext_authz decoder): the same
+/// builder, taking bytes that may not be UTF-8.
+impl RequestBuilder {
+    pub(crate) fn set_method_bytes(&mut self, bytes: &[u8]) {
+        self.request.method = self.push_lossy(bytes);
+    }
+
+    pub(crate) fn set_host_bytes(&mut self, bytes: &[u8]) {
+        self.request.host = self.push_lossy(bytes);
+    }
+
+    pub(crate) fn set_path_bytes(&mut self, bytes: &[u8]) {
+        self.request.path = self.push_lossy(bytes);
+    }
+
+    pub(crate) fn set_principal_bytes(&mut self, bytes: &[u8]) {
+        self.request.principal = self.push_lossy(bytes);
+    }
+
+    pub(crate) fn set_certificate_bytes(&mut self, bytes: &[u8]) {
+        self.request.certificate = self.push_lossy(bytes);
+    }
+
+    pub(crate) fn set_tls(&mut self, tls: bool) {
+        self.request.tls = tls;
+    }
+
+    pub(crate) fn set_body(&mut self, body: Bytes) {
+        self.request.body = body;
+    }
+
+    /// Adds a header from the wire.
+    pub(crate) fn push_header_bytes(&mut self, name: &[u8], value: &[u8]) {
+        let name = self.push_name(name);
+        let value = self.push_lossy(value);
+        self.request.headers.push((name, value));
+    }
+
+    /// Adds a header from the wire, joining its value to an earlier header of the
+    /// same name with `,` (Envoy's `header_map` lists repeated headers apart).
+    pub(crate) fn join_header_bytes(&mut self, name: &[u8], value: &[u8]) {
+        let name = self.push_name(name);
+        let value = self.push_lossy(value);
+        let request = &self.request;
+        let earlier = request
+            .headers
+            .iter()
+            .position(|(k, _)| request.str(*k) == request.str(name));
+        match earlier {
+            None => self.request.headers.push((name, value)),
+            Some(i) => {
+                let joined = format!(
+                    "{},{}",
+                    request.str(request.headers[i].1),
+                    request.str(value)
+                );
+                let joined = self.push(&joined);
+                self.request.headers[i].1 = joined;
+            }
+        }
+    }
+
+    /// Drops the headers added so far (their text stays in the buffer).
+    pub(crate) fn clear_headers(&mut self) {
+        self.request.headers.clear();
+    }
+
+    /// Whether the request has any peer identity yet (`tls` follows from it).
+    pub(crate) fn has_peer(&self) -> bool {
+        self.request.principal.start != self.request.principal.end
+            || self.request.certificate.start != self.request.certificate.end
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)], path: &str) -> AuthzRequest {
-        AuthzRequest {
-            method: "GET".into(),
-            host: "h".into(),
-            path: path.into(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ..AuthzRequest::default()
-        }
+        headers
+            .iter()
+            .fold(
+                AuthzRequest::builder().method("GET").host("h").path(path),
+                |b, (k, v)| b.header(k, v),
+            )
+            .build()
     }
 
     #[test]
     fn headers_keep_the_last_value_of_a_name_and_list_every_occurrence() {
-        let mut headers = Headers::default();
-        headers.push("x-a".into(), "1".into());
-        headers.push("x-b".into(), "2".into());
-        headers.push("x-a".into(), "3".into());
-        assert_eq!(headers.get("x-a"), Some("3"));
-        assert_eq!(headers.get("x-c"), None);
-        assert_eq!(headers.names().collect::<Vec<_>>(), ["x-a", "x-b", "x-a"]);
+        let mut b = AuthzRequest::builder();
+        b.push_header_bytes(b"x-a", b"1");
+        b.push_header_bytes(b"X-B", b"2");
+        b.push_header_bytes(b"x-a", b"3");
+        let r = b.build();
+        assert_eq!(r.header("x-a"), Some("3"));
+        assert_eq!(r.header("x-b"), Some("2"), "names are lower-cased");
+        assert_eq!(r.header("x-c"), None);
+        assert_eq!(r.header_names().collect::<Vec<_>>(), ["x-a", "x-b", "x-a"]);
         assert_eq!(
-            headers.iter().collect::<Vec<_>>(),
+            r.headers().iter().collect::<Vec<_>>(),
             [("x-b", "2"), ("x-a", "3")]
         );
-        headers.insert("x-b", "4");
-        assert_eq!((headers.get("x-b"), headers.len()), (Some("4"), 3));
-        let map = serde_json::to_value(&headers).expect("serializes");
-        assert_eq!(map, serde_json::json!({ "x-a": "3", "x-b": "4" }));
+        let map = serde_json::to_value(r.headers()).expect("serializes");
+        assert_eq!(map, serde_json::json!({ "x-a": "3", "x-b": "2" }));
+    }
+
+    #[test]
+    fn joined_headers_and_replaced_bytes() {
+        let mut b = AuthzRequest::builder();
+        b.join_header_bytes(b"x-role", b"ADMIN");
+        b.join_header_bytes(b"cookie", b"a=1");
+        b.join_header_bytes(b"X-Role", b"USER");
+        b.set_path_bytes(b"/caf\xe9");
+        b.push_header_bytes(b"x-bad\xff", b"v\xff");
+        let r = b.build();
+        assert_eq!(r.header("x-role"), Some("ADMIN,USER"));
+        assert_eq!(r.header("cookie"), Some("a=1"));
+        assert_eq!(r.path(), "/caf\u{fffd}");
+        assert_eq!(r.header("x-bad\u{fffd}"), Some("v\u{fffd}"));
+    }
+
+    #[test]
+    fn equal_requests_compare_equal_however_built() {
+        let a = request(&[("a", "1"), ("b", "2")], "/p");
+        let mut b = AuthzRequest::builder().path("/p").host("h");
+        b.push_header_bytes(b"a", b"1");
+        b.push_header_bytes(b"b", b"2");
+        let b = b.method("GET").build();
+        assert_eq!(a, b);
+        assert_ne!(a, request(&[("a", "1")], "/p"));
+        let debug = format!("{a:?}");
+        assert!(
+            debug.contains("\"a\"") && !debug.contains("\"1\""),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -1,18 +1,17 @@
-//! The Envoy ext_authz v3 gRPC adapter: `CheckRequest` → [`AuthzRequest`],
-//! [`Answer`] → `CheckResponse`. Nothing else happens here.
+//! The Envoy ext_authz v3 gRPC adapter: `CheckRequest` → [`AuthzRequest`]
+//! ([`decode`]), [`Answer`] → `CheckResponse`. Nothing else happens here.
 //!
 //! A deny is always an `Ok(CheckResponse)` carrying a deny status, never an
 //! `Err(Status)`: Envoy treats gRPC errors under `failure_mode_allow`, which could
 //! turn a deny into an allow (SPEC §8).
 
+mod decode;
 mod service;
-pub mod wire;
 
+pub use decode::{check_request, CheckCodec, WireError};
 pub use service::AuthorizationService;
 
 use crate::answer::Answer;
-use crate::request::{AuthzRequest, Headers, Source, Text};
-use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, OkHttpResponse,
@@ -25,91 +24,6 @@ const PERMISSION_DENIED: i32 = 7;
 const UNAUTHENTICATED: i32 = 16;
 const UNAVAILABLE: i32 = 14;
 const INVALID_ARGUMENT: i32 = 3;
-
-impl From<wire::CheckRequest> for AuthzRequest {
-    /// Takes the request's strings as they lie in the received buffer: no header
-    /// is copied.
-    fn from(check: wire::CheckRequest) -> Self {
-        let Some(attributes) = check.attributes else {
-            return AuthzRequest::default();
-        };
-        let Some(http) = attributes.request.and_then(|r| r.http) else {
-            // No HTTP attributes: an empty request, which fails path parsing and is
-            // denied with 400.
-            return AuthzRequest::default();
-        };
-        let headers = match http.header_map {
-            // `header_map` (Envoy's `encode_raw_headers: true`) keeps repeated
-            // headers apart; join them like the `headers` map does.
-            Some(map) if !map.headers.is_empty() => {
-                let mut joined = Headers::with_capacity(map.headers.len());
-                for h in map.headers {
-                    let value = text(if h.raw_value.is_empty() {
-                        h.value
-                    } else {
-                        h.raw_value
-                    });
-                    let name = header_name(h.key);
-                    match joined.get_mut(&name) {
-                        Some(earlier) => *earlier = Text::from(format!("{earlier},{value}")),
-                        None => joined.push(name, value),
-                    }
-                }
-                joined
-            }
-            _ => {
-                let mut headers = Headers::with_capacity(http.headers.len());
-                for entry in http.headers {
-                    headers.push(header_name(entry.key), text(entry.value));
-                }
-                headers
-            }
-        };
-        let (principal, certificate) = attributes
-            .source
-            .map(|peer| (text(peer.principal), text(peer.certificate)))
-            .unwrap_or_default();
-        // `tls_session` is sent only with `include_tls_session`; a peer identity or
-        // certificate also means the hop was TLS.
-        let tls =
-            attributes.tls_session.is_some() || !principal.is_empty() || !certificate.is_empty();
-        AuthzRequest {
-            method: text(http.method),
-            host: text(http.host),
-            path: text(http.path),
-            headers,
-            source: Source {
-                principal,
-                certificate,
-                tls,
-            },
-            // `pack_as_bytes: true` sends `raw_body`; otherwise the body is a string.
-            body: if http.raw_body.is_empty() {
-                http.body
-            } else {
-                http.raw_body
-            },
-        }
-    }
-}
-
-/// A wire string as text, sharing its buffer. Envoy sends UTF-8 (protobuf strings
-/// are); anything else is not refused but has each bad sequence replaced by
-/// U+FFFD, so it can never equal a configured name or value by accident.
-fn text(bytes: Bytes) -> Text {
-    Text::try_from(bytes.clone())
-        .unwrap_or_else(|_| Text::from(String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// A header name, lower-cased: Envoy sends lower-case names; anything else is
-/// lowered here, so stripping and lookups see it.
-fn header_name(bytes: Bytes) -> Text {
-    if bytes.iter().any(u8::is_ascii_uppercase) {
-        Text::from(String::from_utf8_lossy(&bytes).to_ascii_lowercase())
-    } else {
-        text(bytes)
-    }
-}
 
 fn header((key, value): (String, String)) -> HeaderValueOption {
     HeaderValueOption {
@@ -171,6 +85,8 @@ impl From<Answer> for CheckResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::AuthzRequest;
+    use bytes::Bytes;
     use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, Metadata};
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
         HttpRequest, Peer, Request as AttrRequest, TlsSession,
@@ -178,12 +94,14 @@ mod tests {
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
     use prost::Message as _;
 
-    /// Envoy's message as Envoy encodes it, decoded the way the server does
-    /// ([`wire`]), into the request model.
+    /// Envoy's message as Envoy encodes it (`envoy-types`' generated code), read
+    /// the way the server reads it ([`decode`]).
     fn model(check: &CheckRequest) -> AuthzRequest {
-        let wire = wire::CheckRequest::decode(check.encode_to_vec().as_slice())
-            .expect("Envoy's CheckRequest decodes as portcullis' wire::CheckRequest");
-        AuthzRequest::from(wire)
+        decoded(check.encode_to_vec())
+    }
+
+    fn decoded(wire: Vec<u8>) -> AuthzRequest {
+        check_request(&Bytes::from(wire)).expect("Envoy's CheckRequest is read")
     }
 
     fn check(http: HttpRequest, source: Option<Peer>) -> CheckRequest {
@@ -229,15 +147,16 @@ mod tests {
         attributes.metadata_context = Some(Metadata::default());
         let request = model(&check);
         assert_eq!(
-            (&*request.method, &*request.host, &*request.path),
+            (request.method(), request.host(), request.path()),
             ("POST", "api.example.test", "/api/x?y=1")
         );
         assert_eq!(request.header("authorization"), Some("Bearer t"));
         // A name not lower-cased (no Envoy sends one) is lowered, so stripping sees it.
         assert_eq!(request.header("x-user-id"), Some("spoofed"));
-        assert_eq!(&request.body[..], b"{}");
-        assert_eq!(request.source.principal, "spiffe://example.org/ns/a/sa/b");
-        assert!(request.source.tls, "a peer principal means mTLS");
+        assert_eq!(request.header_names().count(), 2);
+        assert_eq!(request.body(), b"{}");
+        assert_eq!(request.source().principal, "spiffe://example.org/ns/a/sa/b");
+        assert!(request.source().tls, "a peer principal means mTLS");
     }
 
     #[test]
@@ -249,6 +168,8 @@ mod tests {
         };
         let http = HttpRequest {
             path: "/".into(),
+            // Ignored when `header_map` is sent.
+            headers: [("x-user-role".to_string(), "OWNER".to_string())].into(),
             header_map: Some(HeaderMap {
                 headers: vec![
                     raw("x-user-role", b"ADMIN"),
@@ -270,8 +191,8 @@ mod tests {
         assert_eq!(request.header("cookie"), Some("a=1"));
         assert_eq!(request.header("x-plain"), Some("text"));
         assert_eq!(request.header("x-bytes"), Some("caf\u{fffd}"));
-        assert_eq!(&request.body[..], b"\x00\x01");
-        assert!(!request.source.tls);
+        assert_eq!(request.body(), b"\x00\x01");
+        assert!(!request.source().tls);
     }
 
     #[test]
@@ -286,40 +207,85 @@ mod tests {
         check.attributes.as_mut().expect("attributes").tls_session = Some(TlsSession {
             sni: "api.example.test".into(),
         });
-        assert!(model(&check).source.tls);
+        assert!(model(&check).source().tls);
     }
 
     #[test]
     fn bytes_that_are_not_utf8_are_replaced_not_refused() {
         // Envoy's strings are UTF-8; a sender that is not Envoy gets a decision on
         // the replaced text (never equal to a configured name), not a failed Check.
-        let check = wire::CheckRequest {
-            attributes: Some(wire::AttributeContext {
-                request: Some(wire::Request {
-                    http: Some(wire::HttpRequest {
-                        path: Bytes::from_static(b"/caf\xe9"),
-                        headers: vec![
-                            wire::MapEntry {
-                                key: Bytes::from_static(b"x-user-role"),
-                                value: Bytes::from_static(b"ADMIN\xff"),
-                            },
-                            wire::MapEntry {
-                                key: Bytes::from_static(b"X-Mixed\xff"),
-                                value: Bytes::from_static(b"v"),
-                            },
-                        ],
-                        ..Default::default()
-                    }),
-                }),
-                ..Default::default()
-            }),
+        let http = HttpRequest {
+            path: "/caf@".into(),
+            headers: [
+                ("x-user-role".to_string(), "ADMIN#".to_string()),
+                ("X-Mixed%".to_string(), "v".to_string()),
+            ]
+            .into(),
+            ..Default::default()
         };
-        let decoded = wire::CheckRequest::decode(check.encode_to_vec().as_slice())
-            .expect("decodes: bytes fields take any byte");
-        let request = AuthzRequest::from(decoded);
-        assert_eq!(&*request.path, "/caf\u{fffd}");
+        let wire: Vec<u8> = check(http, None)
+            .encode_to_vec()
+            .into_iter()
+            .map(|b| match b {
+                b'@' => 0xe9,
+                b'#' | b'%' => 0xff,
+                b => b,
+            })
+            .collect();
+        let request = decoded(wire);
+        assert_eq!(request.path(), "/caf\u{fffd}");
         assert_eq!(request.header("x-user-role"), Some("ADMIN\u{fffd}"));
         assert_eq!(request.header("x-mixed\u{fffd}"), Some("v"));
+    }
+
+    #[test]
+    fn a_message_sent_in_two_parts_merges() {
+        // Protobuf: concatenated messages are one message, merged; a repeated
+        // scalar's last value wins and map entries add up.
+        let first = check(
+            HttpRequest {
+                method: "GET".into(),
+                path: "/first".into(),
+                headers: [("a".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            },
+            None,
+        );
+        let second = check(
+            HttpRequest {
+                path: "/second".into(),
+                headers: [("b".to_string(), "2".to_string())].into(),
+                ..Default::default()
+            },
+            None,
+        );
+        let mut wire = first.encode_to_vec();
+        wire.extend(second.encode_to_vec());
+        let request = decoded(wire);
+        assert_eq!((request.method(), request.path()), ("GET", "/second"));
+        assert_eq!(
+            (request.header("a"), request.header("b")),
+            (Some("1"), Some("2"))
+        );
+    }
+
+    #[test]
+    fn a_truncated_message_is_an_error_not_a_request() {
+        let wire = check(
+            HttpRequest {
+                path: "/admin".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .encode_to_vec();
+        for cut in 1..wire.len() {
+            assert_eq!(
+                check_request(&Bytes::copy_from_slice(&wire[..cut])).err(),
+                Some(WireError::Truncated),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

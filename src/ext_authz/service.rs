@@ -1,9 +1,10 @@
 //! The gRPC service `envoy.service.auth.v3.Authorization`, written out by hand
 //! (it is what `tonic-build` generates for one unary method) so that `Check`
-//! decodes into [`wire::CheckRequest`] instead of `envoy-types`' copying one. The
-//! response is `envoy-types`' `CheckResponse`.
+//! reads its request with [`CheckCodec`] straight into the request model instead
+//! of through `envoy-types`' copying `CheckRequest`. The response is
+//! `envoy-types`' `CheckResponse`.
 
-use super::wire;
+use super::CheckCodec;
 use crate::authorizer::Authorizer;
 use crate::request::AuthzRequest;
 use envoy_types::ext_authz::v3::pb::CheckResponse;
@@ -53,24 +54,21 @@ where
             });
         }
         let check = Check(Arc::clone(&self.authorizer));
-        Box::pin(async move {
-            let codec = tonic_prost::ProstCodec::<CheckResponse, wire::CheckRequest>::default();
-            Ok(Grpc::new(codec).unary(check, request).await)
-        })
+        Box::pin(async move { Ok(Grpc::new(CheckCodec).unary(check, request).await) })
     }
 }
 
 /// One `Check`: request model in, answer out. A deny is an `Ok` response too.
 struct Check(Arc<Authorizer>);
 
-impl UnaryService<wire::CheckRequest> for Check {
+impl UnaryService<AuthzRequest> for Check {
     type Response = CheckResponse;
     type Future = BoxFuture<Response<CheckResponse>, Status>;
 
-    fn call(&mut self, request: Request<wire::CheckRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<AuthzRequest>) -> Self::Future {
         let authorizer = Arc::clone(&self.0);
         Box::pin(async move {
-            let request = AuthzRequest::from(request.into_inner());
+            let request = request.into_inner();
             let answer = authorizer.check(&request).await;
             Ok(Response::new(answer.into()))
         })

@@ -36,13 +36,14 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
         return not_configured();
     };
     // Only the Authorization header counts: cookies are not an API credential.
-    let mut request = AuthzRequest::default();
+    let mut request = AuthzRequest::builder();
     if let Some(value) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        request.headers.insert("authorization", value);
+        request = request.header("authorization", value);
     }
+    let request = request.build();
     let rid = RequestId::of(&request, "x-request-id").value;
     let token = match engine.authenticator().authenticate(&request, true).await {
         Ok(Authentication::Token(token)) => token,

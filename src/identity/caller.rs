@@ -77,7 +77,7 @@ impl EastWest {
     pub fn caller<'a>(&'a self, request: &'a AuthzRequest) -> Result<Caller<'a>, IdentityError> {
         let mtls = self
             .mtls
-            .resolve(&request.source, request.header(XFCC_HEADER))?;
+            .resolve(&request.source(), request.header(XFCC_HEADER))?;
         Ok(Caller {
             east_west: self,
             request,
@@ -203,7 +203,6 @@ mod tests {
     use super::*;
     use crate::identity::mtls::{IdentitySource, TrustDomains};
     use crate::identity::TrustDomain;
-    use crate::request::Source;
 
     const VIDEOS: &str = "spiffe://example.org/ns/default/sa/videos";
 
@@ -223,18 +222,10 @@ mod tests {
     }
 
     fn request(principal: &str, headers: &[(&str, &str)]) -> AuthzRequest {
-        AuthzRequest {
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            source: Source {
-                principal: principal.into(),
-                certificate: Default::default(),
-                tls: !principal.is_empty(),
-            },
-            ..AuthzRequest::default()
-        }
+        AuthzRequest::builder()
+            .headers(headers.iter().copied())
+            .peer(principal, "", !principal.is_empty())
+            .build()
     }
 
     fn service_token(sub: &str) -> VerifiedToken {

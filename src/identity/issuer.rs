@@ -130,12 +130,14 @@ mod tests {
 
     #[test]
     fn credential_extraction() {
-        let mut request = AuthzRequest::default();
-        request
-            .headers
-            .insert("authorization", "bearer  abc.def.ghi ");
-        request.headers.insert("x-token", "raw");
-        request.headers.insert("cookie", "__session=c.o.k");
+        let with_authorization = |value: &str| {
+            AuthzRequest::builder()
+                .header("authorization", value)
+                .header("x-token", "raw")
+                .header("cookie", "__session=c.o.k")
+                .build()
+        };
+        let request = with_authorization("bearer  abc.def.ghi ");
         let bearer = Credential::Header {
             name: "authorization".into(),
             prefix: Some("Bearer ".into()),
@@ -150,13 +152,12 @@ mod tests {
             name: "__session".into(),
         };
         assert_eq!(cookie.extract(&request), Some("c.o.k"));
-        request.headers.insert("authorization", "Basic dXNlcg==");
+        let request = with_authorization("Basic dXNlcg==");
         assert_eq!(
             bearer.extract(&request),
             None,
             "other schemes are not our tokens"
         );
-        request.headers.insert("authorization", "Bearer");
-        assert_eq!(bearer.extract(&request), None);
+        assert_eq!(bearer.extract(&with_authorization("Bearer")), None);
     }
 }

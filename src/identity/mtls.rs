@@ -142,20 +142,22 @@ pub enum MtlsError {
 impl MtlsSettings {
     /// Resolves the mTLS identity of a request that arrived from `source` carrying
     /// the XFCC header `xfcc` (if any).
-    pub fn resolve(&self, source: &Source, xfcc: Option<&str>) -> Result<MtlsIdentity, MtlsError> {
+    pub fn resolve(
+        &self,
+        source: &Source<'_>,
+        xfcc: Option<&str>,
+    ) -> Result<MtlsIdentity, MtlsError> {
         let uses = |s: IdentitySource| self.identity_from.contains(&s);
-        let from_principal =
-            if uses(IdentitySource::SourcePrincipal) && !source.principal.is_empty() {
-                Some(
-                    SpiffeId::new(&source.principal)
-                        .map_err(|e| MtlsError::NotSpiffe(e.to_string()))?,
-                )
-            } else {
-                None
-            };
+        let from_principal = if uses(IdentitySource::SourcePrincipal)
+            && !source.principal.is_empty()
+        {
+            Some(SpiffeId::new(source.principal).map_err(|e| MtlsError::NotSpiffe(e.to_string()))?)
+        } else {
+            None
+        };
         let from_certificate =
             if uses(IdentitySource::PeerCertificate) && !source.certificate.is_empty() {
-                Some(svid_of_url_encoded_pem(&source.certificate)?)
+                Some(svid_of_url_encoded_pem(source.certificate)?)
             } else {
                 None
             };
@@ -285,10 +287,10 @@ mod tests {
         }
     }
 
-    fn from(principal: &str) -> Source {
+    fn from(principal: &str) -> Source<'_> {
         Source {
-            principal: principal.into(),
-            certificate: Default::default(),
+            principal,
+            certificate: "",
             tls: !principal.is_empty(),
         }
     }
@@ -452,11 +454,13 @@ mod tests {
         let encoded = url_encode(&leaf_pem);
         assert_eq!(svid_of_url_encoded_pem(&encoded), Ok(videos.clone()));
 
-        let with_cert = |principal: &str, certificate: &str| Source {
-            principal: principal.into(),
-            certificate: certificate.into(),
-            tls: true,
-        };
+        fn with_cert<'a>(principal: &'a str, certificate: &'a str) -> Source<'a> {
+            Source {
+                principal,
+                certificate,
+                tls: true,
+            }
+        }
         let s = settings(&[]);
         assert_eq!(
             s.resolve(&with_cert(VIDEOS, &encoded), None)

@@ -123,11 +123,11 @@ impl Condition {
             }
             let value = match *name {
                 "request" => cel_interpreter::to_value(RequestVars {
-                    method: &ctx.request.method,
-                    host: &ctx.request.host,
+                    method: ctx.request.method(),
+                    host: ctx.request.host(),
                     path: ctx.path.to_string(),
-                    headers: &ctx.request.headers,
-                    query: query_map(&ctx.request.path),
+                    headers: ctx.request.headers(),
+                    query: query_map(ctx.request.path()),
                 }),
                 "params" => cel_interpreter::to_value(
                     params
@@ -191,7 +191,7 @@ struct RequestVars<'a> {
     host: &'a str,
     /// The normalized path, query excluded.
     path: String,
-    headers: &'a crate::request::Headers,
+    headers: crate::request::Headers<'a>,
     query: HashMap<String, String>,
 }
 

@@ -351,8 +351,8 @@ impl Rule {
 impl Target {
     fn matches(&self, ctx: &Context<'_>, params: &mut Vec<(String, String)>) -> bool {
         let request = ctx.request;
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.matches(&request.method)))
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(&request.host)))
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.matches(request.method())))
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(request.host())))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(ctx.path, params)))
     }
 }

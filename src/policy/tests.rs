@@ -41,20 +41,16 @@ fn service(id: &str) -> Principal {
 }
 
 fn request(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> AuthzRequest {
-    AuthzRequest {
-        method: method.into(),
-        host: host.into(),
-        path: path.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..AuthzRequest::default()
-    }
+    AuthzRequest::builder()
+        .method(method)
+        .host(host)
+        .path(path)
+        .headers(headers.iter().copied())
+        .build()
 }
 
 fn run_on(policy: &Policy, req: &AuthzRequest, principal: &Principal) -> Decision {
-    let path = NormalizedPath::parse(&req.path).unwrap();
+    let path = NormalizedPath::parse(req.path()).unwrap();
     decide(
         policy,
         &Context {
@@ -331,9 +327,9 @@ fn decisions() {
             (d.effect, d.rule_name()),
             (case.effect, case.rule),
             "{} {}{} as {:?}: {}",
-            case.req.method,
-            case.req.host,
-            case.req.path,
+            case.req.method(),
+            case.req.host(),
+            case.req.path(),
             case.principal,
             d.reason
         );
@@ -345,7 +341,7 @@ fn decisions() {
 fn explain_agrees_with_decide_on_every_case() {
     let policy = policy_from(RULES);
     for case in cases() {
-        let path = NormalizedPath::parse(&case.req.path).unwrap();
+        let path = NormalizedPath::parse(case.req.path()).unwrap();
         let ctx = Context {
             request: &case.req,
             path: &path,
@@ -388,13 +384,15 @@ fn rule_order_does_not_change_decisions() {
         for (case, (effect, rule)) in cases().iter().zip(&base) {
             let d = run_on(&policy, &case.req, &case.principal);
             assert_eq!(
-                d.effect, *effect,
+                d.effect,
+                *effect,
                 "round {round}: {} {}",
-                case.req.method, case.req.path
+                case.req.method(),
+                case.req.path()
             );
             // Which allow rule is named may depend on order only when two allow
             // rules match; in this table none do.
-            assert_eq!(d.rule_name(), rule, "round {round}: {}", case.req.path);
+            assert_eq!(d.rule_name(), rule, "round {round}: {}", case.req.path());
         }
     }
 }
