@@ -101,7 +101,7 @@ mod tests {
     }
 
     fn decoded(wire: Vec<u8>) -> AuthzRequest {
-        check_request(&Bytes::from(wire)).expect("Envoy's CheckRequest is read")
+        check_request(&wire).expect("Envoy's CheckRequest is read")
     }
 
     fn check(http: HttpRequest, source: Option<Peer>) -> CheckRequest {
@@ -281,7 +281,7 @@ mod tests {
         .encode_to_vec();
         for cut in 1..wire.len() {
             assert_eq!(
-                check_request(&Bytes::copy_from_slice(&wire[..cut])).err(),
+                check_request(&wire[..cut]).err(),
                 Some(WireError::Truncated),
                 "cut at {cut}"
             );
