@@ -86,7 +86,6 @@ impl From<Answer> for CheckResponse {
 mod tests {
     use super::*;
     use crate::request::AuthzRequest;
-    use bytes::Bytes;
     use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, Metadata};
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
         HttpRequest, Peer, Request as AttrRequest, TlsSession,
