@@ -239,25 +239,23 @@ impl RequestBuilder {
     }
 
     pub fn method(mut self, method: &str) -> Self {
-        self.request.method = self.push(method);
+        self.set_method_bytes(method.as_bytes());
         self
     }
 
     pub fn host(mut self, host: &str) -> Self {
-        self.request.host = self.push(host);
+        self.set_host_bytes(host.as_bytes());
         self
     }
 
     pub fn path(mut self, path: &str) -> Self {
-        self.request.path = self.push(path);
+        self.set_path_bytes(path.as_bytes());
         self
     }
 
     /// Adds header `name` (lower-cased here).
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        let name = self.push_name(name.as_bytes());
-        let value = self.push(value);
-        self.request.headers.push((name, value));
+        self.push_header_bytes(name.as_bytes(), value.as_bytes());
         self
     }
 
@@ -273,9 +271,9 @@ impl RequestBuilder {
 
     /// The peer Envoy saw (`attributes.source`).
     pub fn peer(mut self, principal: &str, certificate: &str, tls: bool) -> Self {
-        self.request.principal = self.push(principal);
-        self.request.certificate = self.push(certificate);
-        self.request.tls = tls;
+        self.set_principal_bytes(principal.as_bytes());
+        self.set_certificate_bytes(certificate.as_bytes());
+        self.set_tls(tls);
         self
     }
 
