@@ -4,6 +4,11 @@
 #[path = "../benches/sidebyside/null_authz.rs"]
 mod null_authz;
 
+/// The same allocator as portcullis (src/main.rs), so the CPU comparison is fair.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     null_authz::main()
 }

@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc hands freed memory back; glibc's per-thread arenas kept ~20 MB of it
+/// after a full cache fill (BENCHMARKS.md, memory).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",

@@ -12,12 +12,18 @@
 mod sidebyside {
     pub mod envoy;
     pub mod harness;
+    pub mod interleave;
     pub mod load;
     pub mod procs;
+    pub mod report;
     #[path = "../../tests/support/tokens.rs"]
     pub mod tokens;
 }
 
+use sidebyside::harness::Measured;
+use sidebyside::interleave::merge;
+use sidebyside::load::LoadResult;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,6 +87,20 @@ fn every_reference_point_answers_a_short_load() {
             .any(|m| m["name"] == "grpc null-authz + bare RS256 (b) fresh RS256"),
         "the floor of scenario (b) is measured"
     );
+    assert!(
+        measured
+            .iter()
+            .any(|m| m["name"] == "e2e envoy+null-authz, context headers"),
+        "Envoy's cost of the context headers is measured"
+    );
+    // Each pair's ratio is also taken within the round (one per round here).
+    let per_round = report.json["per_round_ratios"].as_array().unwrap();
+    assert_eq!(per_round.len(), 4, "four per-round ratios");
+    for p in per_round {
+        let ratios = p["rounds"].as_array().unwrap();
+        assert_eq!(ratios.len(), 1, "{}: one ratio per round", p["ratio"]);
+        assert!(ratios[0].as_f64().unwrap() > 0.0, "{}", p["ratio"]);
+    }
     for m in measured {
         let name = m["name"].as_str().unwrap();
         assert!(
@@ -89,4 +109,98 @@ fn every_reference_point_answers_a_short_load() {
         );
         assert_eq!(m["load"]["unexpected"], 0, "{name}: unexpected answers");
     }
+}
+
+/// The reference point "null-authz, context headers" answers OK with the four
+/// headers portcullis sets in scenario (a); plain null-authz with none.
+#[tokio::test]
+async fn null_authz_sets_context_headers_only_when_asked() {
+    use envoy_types::pb::envoy::service::auth::v3::{
+        authorization_client::AuthorizationClient, check_response::HttpResponse, CheckRequest,
+    };
+    let deps = std::env::current_exe().unwrap();
+    let null_authz = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/null_authz");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    for (args, expected) in [(vec!["--context-headers".to_owned()], 4), (vec![], 0)] {
+        let addr = sidebyside::procs::free_port();
+        let mut argv = vec![addr.to_string()];
+        argv.extend(args);
+        let mut process =
+            sidebyside::procs::Process::spawn("null-authz", &null_authz, &argv, log.path(), None)
+                .unwrap();
+        sidebyside::procs::wait_listening(addr, &mut process).unwrap();
+        let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let answer = client
+            .check(CheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status.unwrap().code, 0);
+        let Some(HttpResponse::OkResponse(ok)) = answer.http_response else {
+            panic!("an OK answer");
+        };
+        let names: Vec<String> = ok
+            .headers
+            .iter()
+            .map(|h| h.header.as_ref().unwrap().key.clone())
+            .collect();
+        assert_eq!(names.len(), expected, "{names:?}");
+        if expected > 0 {
+            for name in [
+                "x-user-id",
+                "x-user-role",
+                "x-user-channel-id",
+                "x-user-clerk-id",
+            ] {
+                assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+            }
+        }
+    }
+}
+
+fn slice(requests: u64, seconds: f64, cpu: f64, p99: f64) -> Measured {
+    Measured {
+        name: "x".into(),
+        load: LoadResult {
+            requests,
+            unexpected: 1,
+            seconds,
+            rps: requests as f64 / seconds,
+            p50_us: p99 / 2.0,
+            p99_us: p99,
+        },
+        cpu_us: BTreeMap::from([("authz".to_owned(), cpu)]),
+        handler_p50_us: None,
+        handler_p99_us: Some(p99),
+    }
+}
+
+#[test]
+fn slices_add_up_and_cpu_is_weighted_by_requests() {
+    let row = merge(vec![
+        slice(1000, 1.0, 30.0, 100.0),
+        slice(3000, 1.0, 50.0, 300.0),
+        slice(2000, 1.0, 40.0, 200.0),
+        // A slice that sent nothing adds its time, and no percentile.
+        slice(0, 0.5, 0.0, 0.0),
+    ]);
+    assert_eq!(row.load.requests, 6000);
+    assert_eq!(row.load.unexpected, 4);
+    assert!(
+        (row.load.rps - 1714.285714).abs() < 1e-3,
+        "{}",
+        row.load.rps
+    );
+    // (1000 × 30 + 3000 × 50 + 2000 × 40) / 6000
+    assert!((row.cpu_us["authz"] - 43.333333).abs() < 1e-3);
+    assert_eq!(row.load.p99_us, 200.0, "the median slice's");
+    assert_eq!(row.handler_p99_us, Some(200.0));
+    assert_eq!(row.handler_p50_us, None);
 }

@@ -11,8 +11,10 @@
 //! one worker in both null-authz and portcullis: the same settings for both.
 
 use super::envoy::{bootstrap, Auth};
+use super::interleave::{self, Side, Traffic};
 use super::load::{self, Load, LoadResult, Requests};
 use super::procs::{self, Process};
+use super::report;
 use super::tokens::{self, ClerkClaims, SigningKey};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::auth::v3::{
@@ -132,18 +134,19 @@ async fn run_async(opts: &Options) -> anyhow::Result<Report> {
     if opts.keep {
         fixture.keep()?;
     }
-    let verify_us = bare_rs256_verify_us(&fixture)?;
-    eprintln!("bare RS256 verification (jsonwebtoken, aws-lc-rs): {verify_us:.1} µs");
     let mut rounds: Vec<Vec<Measured>> = Vec::new();
     let mut rss = Vec::new();
+    let mut verify_us = Vec::new();
     for round in 1..=opts.rounds {
         eprintln!("== round {round}/{}", opts.rounds);
-        let (measured, round_rss) = run_round(opts, &fixture).await?;
+        let (measured, round_rss, verify) = run_round(opts, &fixture).await?;
         for m in &measured {
             eprintln!("  {}", summary_line(m));
         }
+        eprintln!("  bare RS256 verification (jsonwebtoken, aws-lc-rs): {verify:.1} µs");
         rss.push(round_rss);
         rounds.push(measured);
+        verify_us.push(verify);
     }
     let fill = if opts.wanted("fill") {
         fill_rss(opts, &fixture).await?
@@ -155,7 +158,7 @@ async fn run_async(opts: &Options) -> anyhow::Result<Report> {
         opts.fill,
         fill / 1048576.0
     );
-    let report = report(opts, &fixture, &rounds, verify_us, &rss, fill);
+    let report = report::report(opts, fixture.mtls, &rounds, &verify_us, &rss, fill);
     if opts.keep {
         let _ = fixture.dir.keep();
     }
@@ -477,9 +480,18 @@ struct Authorizers {
     /// null-authz doing one bare RS256 verification per Check: the floor of (b).
     null_rs256: Process,
     null_rs256_addr: SocketAddr,
+    /// null-authz setting the four context headers portcullis sets in (a): what
+    /// passing a user context costs Envoy.
+    null_context: Process,
+    null_context_addr: SocketAddr,
     portcullis: Process,
     grpc: SocketAddr,
     http: SocketAddr,
+}
+
+/// Slices of an interleaved measurement of length `d`: about one a second.
+fn slice_count(d: Duration) -> usize {
+    (d.as_secs_f64().round() as usize).max(1)
 }
 
 fn cpus(opts: &Options, which: &str) -> Option<String> {
@@ -515,37 +527,45 @@ fn start_portcullis(
     Ok((process, grpc, http))
 }
 
+/// A null-authz process on a free port, with `args` after its address.
+fn start_null_authz(
+    opts: &Options,
+    name: &str,
+    args: &[String],
+) -> anyhow::Result<(Process, SocketAddr)> {
+    let addr = procs::free_port();
+    let mut argv = vec![addr.to_string()];
+    argv.extend_from_slice(args);
+    let mut process = Process::spawn(
+        name,
+        &opts.null_authz,
+        &argv,
+        &opts.out.join(format!("{name}.log")),
+        cpus(opts, "1").as_deref(),
+    )?;
+    procs::wait_listening(addr, &mut process)?;
+    Ok((process, addr))
+}
+
 impl Authorizers {
     fn start(opts: &Options, fixture: &Fixture) -> anyhow::Result<Self> {
-        let null_addr = procs::free_port();
-        let mut null = Process::spawn(
-            "null-authz",
-            &opts.null_authz,
-            &[null_addr.to_string()],
-            &opts.out.join("null-authz.log"),
-            cpus(opts, "1").as_deref(),
-        )?;
-        procs::wait_listening(null_addr, &mut null)?;
-        let null_rs256_addr = procs::free_port();
+        let (null, null_addr) = start_null_authz(opts, "null-authz", &[])?;
         let jwks = fixture.dir.path().join("jwks.json");
-        let mut null_rs256 = Process::spawn(
+        let (null_rs256, null_rs256_addr) = start_null_authz(
+            opts,
             "null-authz-rs256",
-            &opts.null_authz,
-            &[
-                null_rs256_addr.to_string(),
-                "--verify-rs256".into(),
-                jwks.display().to_string(),
-            ],
-            &opts.out.join("null-authz-rs256.log"),
-            cpus(opts, "1").as_deref(),
+            &["--verify-rs256".into(), jwks.display().to_string()],
         )?;
-        procs::wait_listening(null_rs256_addr, &mut null_rs256)?;
+        let (null_context, null_context_addr) =
+            start_null_authz(opts, "null-authz-context", &["--context-headers".into()])?;
         let (portcullis, grpc, http) = start_portcullis(opts, fixture, "portcullis")?;
         Ok(Self {
             null,
             null_addr,
             null_rs256,
             null_rs256_addr,
+            null_context,
+            null_context_addr,
             portcullis,
             grpc,
             http,
@@ -580,7 +600,7 @@ fn start_envoy(opts: &Options, auth: &Auth, name: &str) -> anyhow::Result<(Proce
 
 /// Measures `load` while reading the CPU time of `watched` and, with `metrics`,
 /// portcullis' handler histogram.
-async fn measure<F, Fut>(
+pub async fn measure<F, Fut>(
     name: &str,
     watched: &[(&str, &Process)],
     metrics: Option<SocketAddr>,
@@ -628,8 +648,9 @@ fn write_tokens(dir: &Path, name: &str, tokens: &[String]) -> anyhow::Result<Pat
     Ok(file)
 }
 
-/// Every measurement of one round. Returns them and portcullis' RSS at the end.
-async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured>, f64)> {
+/// Every measurement of one round. Returns them, portcullis' RSS at the end and
+/// the bare RS256 verification's cost, timed in shares between (b)'s slices.
+async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured>, f64, f64)> {
     let authz = Authorizers::start(opts, fx)?;
     let mut out = Vec::new();
     let d = opts.duration;
@@ -652,8 +673,6 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         .map(|t| check_request(PATH, Some(t), None))
         .collect();
     // The same pool for both: null-authz keeps no cache.
-    let grpc_b_floor = Requests::once(fresh_checks.clone());
-    let grpc_b = Requests::once(fresh_checks);
     // Warm both servers (connections, directory cache, token cache for `a`).
     for addr in [authz.null_addr, authz.null_rs256_addr, authz.grpc] {
         let r = load::grpc_check(
@@ -671,45 +690,75 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             opts.out.display()
         );
     }
-    /// (name, address, process, requests, expected gRPC code)
-    type GrpcCase<'a> = (&'a str, SocketAddr, &'a Process, Arc<Requests<Bytes>>, i32);
-    let mut grpc_cases: Vec<GrpcCase> = vec![
-        (
+    // The pairs with a target on their ratio, side by side in alternating slices
+    // (`interleave`): (a) against null-authz in slices of about a second; (b)
+    // against its floor in chunks of the fresh pool, the same chunks for both.
+    let slices = slice_count(d);
+    let grpc = |name, addr, process, slices: Vec<Arc<Requests<Bytes>>>| Side {
+        name,
+        watched: vec![("authz", process)],
+        metrics: (addr == authz.grpc).then_some(authz.http),
+        traffic: Traffic::Grpc {
+            addr,
+            slices,
+            concurrency: c,
+            expect: GRPC_OK,
+        },
+    };
+    // Each side its own copy of the chunks: a pool is used up as it is sent.
+    let chunks = || -> Vec<Arc<Requests<Bytes>>> {
+        fresh_checks
+            .chunks(fresh_checks.len().div_ceil(slices).max(1))
+            .map(|chunk| Requests::once(chunk.to_vec()))
+            .collect()
+    };
+    let mut sides = vec![
+        grpc(
             "grpc null-authz",
             authz.null_addr,
             &authz.null,
-            Arc::clone(&grpc_a),
-            GRPC_OK,
+            vec![Arc::clone(&grpc_a)],
         ),
-        (
+        grpc(
             "grpc portcullis (a) cached token",
             authz.grpc,
             &authz.portcullis,
-            Arc::clone(&grpc_a),
-            GRPC_OK,
+            vec![Arc::clone(&grpc_a)],
         ),
-        (
+    ];
+    sides.retain(|side| opts.wanted(side.name));
+    out.extend(interleave::run(&sides, slices, d / slices as u32, |_| Ok(())).await?);
+    // The bare RS256 verification runs in the same windows as (b): a share of it
+    // after each slice.
+    let mut bare = BareRs256::new(fx)?;
+    let mut sides = vec![
+        grpc(
             "grpc null-authz + bare RS256 (b) fresh RS256",
             authz.null_rs256_addr,
             &authz.null_rs256,
-            grpc_b_floor,
-            GRPC_OK,
+            chunks(),
         ),
-        (
+        grpc(
             "grpc portcullis (b) fresh RS256",
             authz.grpc,
             &authz.portcullis,
-            grpc_b,
-            GRPC_OK,
-        ),
-        (
-            "grpc portcullis (c) no token, 401",
-            authz.grpc,
-            &authz.portcullis,
-            grpc_c,
-            GRPC_UNAUTHENTICATED,
+            chunks(),
         ),
     ];
+    sides.retain(|side| opts.wanted(side.name));
+    out.extend(
+        interleave::run(&sides, slices, d, |_| bare.verify(BARE_RS256_RUNS / slices)).await?,
+    );
+    let verify_us = bare.us_each();
+    /// (name, address, process, requests, expected gRPC code)
+    type GrpcCase<'a> = (&'a str, SocketAddr, &'a Process, Arc<Requests<Bytes>>, i32);
+    let mut grpc_cases: Vec<GrpcCase> = vec![(
+        "grpc portcullis (c) no token, 401",
+        authz.grpc,
+        &authz.portcullis,
+        grpc_c,
+        GRPC_UNAUTHENTICATED,
+    )];
     if fx.mtls {
         grpc_cases.push((
             "grpc portcullis (d) mTLS principal",
@@ -823,6 +872,15 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             None,
         ),
         (
+            "e2e envoy+null-authz, context headers",
+            to(authz.null_context_addr, false),
+            Some(&authz.null_context),
+            cached,
+            None,
+            true,
+            None,
+        ),
+        (
             "e2e envoy+portcullis (a)",
             to(authz.grpc, false),
             Some(&authz.portcullis),
@@ -869,6 +927,59 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         ),
     ];
     e2e.retain(|case| opts.wanted(case.0));
+    let order: Vec<&str> = e2e.iter().map(|case| case.0).collect();
+    let first_e2e = out.len();
+    // The pair with a target on its ratio, and null-authz answering with
+    // portcullis' context headers, run side by side in alternating slices
+    // (`interleave`), each behind its own Envoy.
+    let pair: Vec<Case> = e2e
+        .extract_if(.., |case| {
+            [
+                "e2e envoy+null-authz",
+                "e2e envoy+null-authz, context headers",
+                "e2e envoy+portcullis (a)",
+            ]
+            .contains(&case.0)
+        })
+        .collect();
+    let mut envoys = Vec::new();
+    for (name, auth, process, token, _, _, metrics) in &pair {
+        let (envoy, listener) = start_envoy(opts, auth, &format!("pair-{}", envoys.len()))?;
+        let headers = wrk_headers(*token);
+        let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+        load::wrk(
+            listener,
+            PATH,
+            &refs,
+            None,
+            c,
+            opts.warmup,
+            &opts.out,
+            wrk_pin.as_deref(),
+        )?;
+        envoys.push((envoy, listener, *name, *process, headers, *metrics));
+    }
+    let sides: Vec<Side> = envoys
+        .iter()
+        .map(|(envoy, listener, name, process, headers, metrics)| Side {
+            name,
+            watched: std::iter::once(("envoy", envoy))
+                .chain(process.map(|p| ("authz", p)))
+                .collect(),
+            metrics: *metrics,
+            traffic: Traffic::Wrk {
+                listener: *listener,
+                path: PATH,
+                headers: headers.clone(),
+                concurrency: c,
+                out: &opts.out,
+                pin: wrk_pin.clone(),
+            },
+        })
+        .collect();
+    out.extend(interleave::run(&sides, slice_count(d), Duration::from_secs(1), |_| Ok(())).await?);
+    drop(sides);
+    drop(envoys);
     for (i, (name, auth, process, token, fresh, ok, metrics)) in e2e.into_iter().enumerate() {
         let (envoy, listener) = start_envoy(opts, &auth, &format!("{i}"))?;
         let headers = wrk_headers(token);
@@ -911,6 +1022,8 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         }
         out.push(m);
     }
+
+    out[first_e2e..].sort_by_key(|m| order.iter().position(|name| *name == m.name));
 
     // Fixed rate end to end (our open-loop HTTP/1.1 loader).
     let rate = Load::Rate {
@@ -963,7 +1076,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         );
     }
     let rss = authz.portcullis.rss()? as f64;
-    Ok((out, rss))
+    Ok((out, rss, verify_us))
 }
 
 /// A fresh portcullis given `fill` distinct users and tokens; its RSS afterwards.
@@ -1000,27 +1113,51 @@ async fn fill_rss(opts: &Options, fx: &Fixture) -> anyhow::Result<f64> {
 
 /// µs of one `jsonwebtoken::decode` of a Clerk RS256 token (signature, header and
 /// claims: what a verifier without a cache pays), on this core.
-fn bare_rs256_verify_us(fx: &Fixture) -> anyhow::Result<f64> {
-    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(fx.key.jwk())?;
-    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk)?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_issuer(&[tokens::ISSUER]);
-    validation.validate_aud = false;
-    let tokens = &fx.fresh_grpc;
-    let n = tokens.len().clamp(1, 3000);
-    let started = procs::self_cpu();
-    let wall = Instant::now();
-    for t in tokens.iter().cycle().take(n) {
-        jsonwebtoken::decode::<Value>(t, &key, &validation)?;
+/// Bare RS256 verifications in one round: `jsonwebtoken::decode` (aws-lc-rs) of
+/// the pool's tokens.
+const BARE_RS256_RUNS: usize = 3000;
+
+/// The bare RS256 verification, timed in shares (`verify`) on the harness' core.
+struct BareRs256<'a> {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+    tokens: std::iter::Cycle<std::slice::Iter<'a, String>>,
+    done: usize,
+    /// Wall time of the verifications: CPU time comes in 10 ms ticks, too coarse
+    /// for a share, and nothing else runs on this core meanwhile.
+    spent: Duration,
+}
+
+impl<'a> BareRs256<'a> {
+    fn new(fx: &'a Fixture) -> anyhow::Result<Self> {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(fx.key.jwk())?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_issuer(&[tokens::ISSUER]);
+        validation.validate_aud = false;
+        anyhow::ensure!(!fx.fresh_grpc.is_empty(), "no fresh tokens to verify");
+        Ok(Self {
+            key: jsonwebtoken::DecodingKey::from_jwk(&jwk)?,
+            validation,
+            tokens: fx.fresh_grpc.iter().cycle(),
+            done: 0,
+            spent: Duration::ZERO,
+        })
     }
-    let cpu = procs::self_cpu() - started;
-    // CPU ticks are 10 ms: trust the wall clock when the loop was short.
-    let secs = if cpu.as_secs_f64() > 0.5 {
-        cpu.as_secs_f64()
-    } else {
-        wall.elapsed().as_secs_f64()
-    };
-    Ok(secs * 1e6 / n as f64)
+
+    fn verify(&mut self, n: usize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        for t in self.tokens.by_ref().take(n.max(1)) {
+            jsonwebtoken::decode::<Value>(t, &self.key, &self.validation)?;
+            self.done += 1;
+        }
+        self.spent += started.elapsed();
+        Ok(())
+    }
+
+    /// µs per verification (NaN before any).
+    fn us_each(&self) -> f64 {
+        self.spent.as_secs_f64() * 1e6 / self.done as f64
+    }
 }
 
 fn summary_line(m: &Measured) -> String {
@@ -1038,204 +1175,4 @@ fn summary_line(m: &Measured) -> String {
         m.handler_p99_us.map_or("-".into(), |v| format!("{v:.0} µs")),
         m.load.unexpected
     )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Medians over rounds of one figure of one measurement.
-struct Medians<'a>(&'a [Vec<Measured>]);
-
-impl Medians<'_> {
-    fn get(&self, name: &str, f: impl Fn(&Measured) -> Option<f64>) -> f64 {
-        median(
-            self.0
-                .iter()
-                .flat_map(|r| r.iter().filter(|m| m.name == name).filter_map(&f))
-                .collect(),
-        )
-    }
-    fn rps(&self, name: &str) -> f64 {
-        self.get(name, |m| Some(m.load.rps))
-    }
-    fn cpu(&self, name: &str, who: &str) -> f64 {
-        self.get(name, |m| m.cpu_us.get(who).copied())
-    }
-    /// Envoy + authorizer CPU per request.
-    fn total_cpu(&self, name: &str) -> f64 {
-        self.get(name, |m| Some(m.cpu_us.values().sum()))
-    }
-}
-
-fn report(
-    opts: &Options,
-    fx: &Fixture,
-    rounds: &[Vec<Measured>],
-    verify_us: f64,
-    rss: &[f64],
-    fill_rss: f64,
-) -> Report {
-    let m = Medians(rounds);
-    let names: Vec<String> = rounds
-        .first()
-        .map_or(vec![], |r| r.iter().map(|m| m.name.clone()).collect());
-    let fmt = |v: f64, digits: usize| {
-        if v.is_nan() {
-            "–".to_owned()
-        } else {
-            format!("{v:.digits$}")
-        }
-    };
-    let mut md = String::new();
-    md.push_str(&format!(
-        "Medians of {} round(s), {:.0} s per measurement, concurrency {}, {}. Load average at the end (the benchmark itself keeps both cores busy): {}.\n\n",
-        rounds.len(),
-        opts.duration.as_secs_f64(),
-        opts.concurrency,
-        if opts.pin { "pinned (Envoy CPU 0; authorizer and wrk CPU 1; load generator CPU 0)" } else { "not pinned" },
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    ));
-    md.push_str("| measurement | req/s | p50 µs | p99 µs | CPU µs/req Envoy | CPU µs/req authorizer | handler p50 / p99 µs | unexpected |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for name in &names {
-        let hp50 = m.get(name, |x| x.handler_p50_us);
-        let hp99 = m.get(name, |x| x.handler_p99_us);
-        md.push_str(&format!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
-            fmt(m.rps(name), 0),
-            fmt(m.get(name, |x| Some(x.load.p50_us)), 0),
-            fmt(m.get(name, |x| Some(x.load.p99_us)), 0),
-            fmt(m.cpu(name, "envoy"), 1),
-            fmt(m.cpu(name, "authz"), 1),
-            if hp50.is_nan() {
-                "–".into()
-            } else {
-                format!("{} / {}", fmt(hp50, 0), fmt(hp99, 0))
-            },
-            fmt(m.get(name, |x| Some(x.load.unexpected as f64)), 0),
-        ));
-    }
-    let null_cpu = m.cpu("grpc null-authz", "authz");
-    let a_cpu = m.cpu("grpc portcullis (a) cached token", "authz");
-    let b_cpu = m.cpu("grpc portcullis (b) fresh RS256", "authz");
-    let b_floor_cpu = m.cpu("grpc null-authz + bare RS256 (b) fresh RS256", "authz");
-    let e2e_null = m.rps("e2e envoy+null-authz");
-    let e2e_a = m.rps("e2e envoy+portcullis (a)");
-    let jwt_cache = m.rps("e2e envoy jwt_authn (a), JWT cache");
-    let jwt_nocache = m.rps("e2e envoy jwt_authn (a), no JWT cache");
-    let handler_p99 = m.get("grpc @1000/s portcullis (a)", |x| x.handler_p99_us);
-    let e2e_handler_p99 = m.get("e2e @1000/s envoy+portcullis (a)", |x| x.handler_p99_us);
-    let rss_mib = fill_rss / 1048576.0;
-    let ah_cpu = m.total_cpu("e2e envoy+portcullis (a), allowed_headers");
-    let all_cpu = m.total_cpu("e2e envoy+portcullis (a)");
-    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
-    let mut ratios: Vec<(String, String, String, String)> = vec![
-        (
-            "CPU per Check, portcullis (a) / null-authz (direct gRPC)".into(),
-            format!("{} / {} µs = {}×", fmt(a_cpu, 1), fmt(null_cpu, 1), fmt(a_cpu / null_cpu, 2)),
-            "≤ 1.25×".into(),
-            verdict(a_cpu / null_cpu <= 1.25).into(),
-        ),
-        (
-            "throughput, Envoy+portcullis (a) / Envoy+null-authz".into(),
-            format!("{} / {} req/s = {}×", fmt(e2e_a, 0), fmt(e2e_null, 0), fmt(e2e_a / e2e_null, 2)),
-            "≥ 0.9×".into(),
-            verdict(e2e_a / e2e_null >= 0.9).into(),
-        ),
-        (
-            "CPU per Check, portcullis (b) − null-authz, in bare RS256 verifications".into(),
-            format!("({} − {}) / {} µs = {}×", fmt(b_cpu, 1), fmt(null_cpu, 1), fmt(verify_us, 1), fmt((b_cpu - null_cpu) / verify_us, 2)),
-            "≤ 1.2×".into(),
-            verdict(b_cpu <= null_cpu + 1.2 * verify_us).into(),
-        ),
-        (
-            "CPU per Check, portcullis (b) / null-authz + bare RS256 (b) (the measured floor of (b))".into(),
-            format!("{} / {} µs = {}×", fmt(b_cpu, 1), fmt(b_floor_cpu, 1), fmt(b_cpu / b_floor_cpu, 2)),
-            "reference".into(),
-            "–".into(),
-        ),
-        (
-            "handler p99 at 1,000 req/s (direct gRPC; through Envoy)".into(),
-            format!("{} µs; {} µs", fmt(handler_p99, 0), fmt(e2e_handler_p99, 0)),
-            "< 200 µs".into(),
-            verdict(handler_p99 < 200.0 && e2e_handler_p99 < 200.0).into(),
-        ),
-        (
-            format!("RSS with {} cached users and tokens", opts.fill),
-            format!("{} MiB (after a round: {} MiB)", fmt(rss_mib, 1), fmt(median(rss.to_vec()) / 1048576.0, 1)),
-            "< 64 MiB".into(),
-            if opts.fill >= 100_000 { verdict(rss_mib < 64.0).into() } else { "not measured at 100,000 (quick run)".into() },
-        ),
-        (
-            "throughput, Envoy+portcullis (a) / Envoy jwt_authn (JWT cache; no cache)".into(),
-            format!("{}×; {}×", fmt(e2e_a / jwt_cache, 2), fmt(e2e_a / jwt_nocache, 2)),
-            "reference".into(),
-            "–".into(),
-        ),
-        (
-            "throughput, Envoy+portcullis (b) / Envoy jwt_authn (b), fresh tokens".into(),
-            format!("{}×", fmt(m.rps("e2e envoy+portcullis (b) fresh RS256") / m.rps("e2e envoy jwt_authn (b) fresh RS256"), 2)),
-            "reference".into(),
-            "–".into(),
-        ),
-        (
-            "CPU per request (all processes), Envoy+portcullis (a) / Envoy jwt_authn (a, JWT cache)".into(),
-            format!("{} / {} µs = {}×", fmt(all_cpu, 1), fmt(m.total_cpu("e2e envoy jwt_authn (a), JWT cache"), 1), fmt(all_cpu / m.total_cpu("e2e envoy jwt_authn (a), JWT cache"), 2)),
-            "reference".into(),
-            "–".into(),
-        ),
-        (
-            "allowed_headers: CPU per request (Envoy + portcullis), with / without".into(),
-            format!("{} / {} µs = {}× ; throughput {}×", fmt(ah_cpu, 1), fmt(all_cpu, 1), fmt(ah_cpu / all_cpu, 2), fmt(m.rps("e2e envoy+portcullis (a), allowed_headers") / e2e_a, 2)),
-            "saving".into(),
-            "–".into(),
-        ),
-    ];
-    if !fx.mtls {
-        ratios.push((
-            "scenario (d) east-west mTLS".into(),
-            "skipped: `mtls:` not in this build".into(),
-            "–".into(),
-            "–".into(),
-        ));
-    }
-    md.push_str("\n| ratio | measured (medians) | target | verdict |\n|---|---|---|---|\n");
-    for (what, value, target, verdict) in &ratios {
-        md.push_str(&format!("| {what} | {value} | {target} | {verdict} |\n"));
-    }
-    md.push_str(&format!(
-        "\nBare RS256 verification (`jsonwebtoken::decode`, aws-lc-rs) on this machine: {} µs.\n",
-        fmt(verify_us, 1)
-    ));
-    let json = json!({
-        "options": {
-            "rounds": opts.rounds,
-            "duration_s": opts.duration.as_secs_f64(),
-            "concurrency": opts.concurrency,
-            "fresh_tokens_per_run": opts.fresh_tokens,
-            "fill": opts.fill,
-            "pinned": opts.pin,
-        },
-        "machine": {
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "cpu_model": std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
-            "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
-        },
-        "bare_rs256_verify_us": verify_us,
-        "rss_after_round_bytes": rss,
-        "rss_filled_bytes": fill_rss,
-        "mtls_scenario": fx.mtls,
-        "rounds": rounds,
-        "ratios": ratios.iter().map(|(w, v, t, r)| json!({"ratio": w, "measured": v, "target": t, "verdict": r})).collect::<Vec<_>>(),
-    });
-    Report { json, markdown: md }
 }

@@ -5,8 +5,10 @@
 
 mod envoy;
 mod harness;
+mod interleave;
 mod load;
 mod procs;
+mod report;
 #[path = "../../tests/support/tokens.rs"]
 #[allow(dead_code)]
 mod tokens;

@@ -12,7 +12,14 @@
 //! With `--verify-rs256 JWKS_FILE` it is the floor of scenario (b) instead: the
 //! same server doing one bare RS256 verification (`jsonwebtoken::decode`, the
 //! harness' "bare" cost) of the request's bearer token, and nothing else.
+//!
+//! With `--context-headers` its OK sets the four user-context headers portcullis
+//! sets in scenario (a), with fixed values of the same lengths: what an authorizer
+//! that passes a user context costs Envoy, apart from what deciding costs.
 
+use envoy_types::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+};
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
     Authorization, AuthorizationServer,
 };
@@ -25,7 +32,17 @@ use tonic::{Request, Response, Status};
 /// Always OK, or OK when the bearer token verifies.
 pub struct NullAuthz {
     rs256: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
+    /// Headers every OK sets (`--context-headers`).
+    set: Vec<HeaderValueOption>,
 }
+
+/// The user context portcullis sets in scenario (a), values of the same lengths.
+const CONTEXT_HEADERS: &[(&str, &str)] = &[
+    ("x-user-id", "u-00000001"),
+    ("x-user-role", "member"),
+    ("x-user-channel-id", "ch-0000001"),
+    ("x-user-clerk-id", "user_2abcdefghijklmnopqrstuvwx"),
+];
 
 #[tonic::async_trait]
 impl Authorization for NullAuthz {
@@ -41,7 +58,10 @@ impl Authorization for NullAuthz {
         Ok(Response::new(if allowed {
             CheckResponse {
                 status: Some(rpc::Status::default()),
-                http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: self.set.clone(),
+                    ..Default::default()
+                })),
                 ..Default::default()
             }
         } else {
@@ -69,24 +89,41 @@ fn bearer(request: &CheckRequest) -> Option<&str> {
     headers.get("authorization")?.strip_prefix("Bearer ")
 }
 
-/// `null_authz ADDR [--verify-rs256 JWKS_FILE]`: serves on ADDR until killed;
-/// prints `ready` once listening.
+const USAGE: &str = "usage: null_authz ADDR [--verify-rs256 JWKS_FILE | --context-headers]";
+
+/// `null_authz ADDR [--verify-rs256 JWKS_FILE | --context-headers]`: serves on
+/// ADDR until killed; prints `ready` once listening.
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let addr: std::net::SocketAddr = args
-        .next()
-        .ok_or("usage: null_authz ADDR [--verify-rs256 JWKS_FILE]")?
-        .parse()?;
-    let rs256 = match (args.next().as_deref(), args.next()) {
-        (None, _) => None,
+    let addr: std::net::SocketAddr = args.next().ok_or(USAGE)?.parse()?;
+    let mut authz = NullAuthz {
+        rs256: None,
+        set: Vec::new(),
+    };
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => {}
         (Some("--verify-rs256"), Some(file)) => {
             let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&std::fs::read(file)?)?;
             let jwk = jwks.keys.first().ok_or("the JWKS has no key")?;
             let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
             validation.validate_aud = false;
-            Some((jsonwebtoken::DecodingKey::from_jwk(jwk)?, validation))
+            authz.rs256 = Some((jsonwebtoken::DecodingKey::from_jwk(jwk)?, validation));
         }
-        _ => return Err("usage: null_authz ADDR [--verify-rs256 JWKS_FILE]".into()),
+        (Some("--context-headers"), None) => {
+            authz.set = CONTEXT_HEADERS
+                .iter()
+                .map(|(key, value)| HeaderValueOption {
+                    header: Some(HeaderValue {
+                        key: (*key).into(),
+                        value: (*value).into(),
+                        ..Default::default()
+                    }),
+                    append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                    ..Default::default()
+                })
+                .collect();
+        }
+        _ => return Err(USAGE.into()),
     };
     // As `portcullis serve` logs (src/main.rs).
     tracing_subscriber::fmt()
@@ -100,7 +137,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("ready {}", listener.local_addr()?);
         tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(NullAuthz { rs256 }))
+            .add_service(AuthorizationServer::new(authz))
             .serve_with_incoming(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             )

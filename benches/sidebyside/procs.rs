@@ -104,11 +104,6 @@ fn clock_ticks() -> u64 {
     })
 }
 
-/// This process' own CPU time.
-pub fn self_cpu() -> Duration {
-    cpu_time(std::process::id()).unwrap_or_default()
-}
-
 /// A free loopback port (bound, then released).
 pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
