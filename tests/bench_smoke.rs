@@ -27,22 +27,28 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[test]
-fn every_reference_point_answers_a_short_load() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // `cargo test` builds the examples next to the test binaries' `deps/`.
+/// The null-authz example: `cargo test` builds examples next to the test
+/// binaries' `deps/`.
+fn null_authz_bin() -> PathBuf {
     let deps = std::env::current_exe().unwrap();
-    let null_authz = deps
+    let bin = deps
         .parent()
         .unwrap()
         .parent()
         .unwrap()
         .join("examples/null_authz");
     assert!(
-        null_authz.exists(),
+        bin.exists(),
         "{} is missing: cargo test builds it",
-        null_authz.display()
+        bin.display()
     );
+    bin
+}
+
+#[test]
+fn every_reference_point_answers_a_short_load() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let null_authz = null_authz_bin();
     let out = tempfile::tempdir().unwrap();
     let opts = sidebyside::harness::Options {
         rounds: 1,
@@ -118,13 +124,7 @@ async fn null_authz_sets_context_headers_only_when_asked() {
     use envoy_types::pb::envoy::service::auth::v3::{
         authorization_client::AuthorizationClient, check_response::HttpResponse, CheckRequest,
     };
-    let deps = std::env::current_exe().unwrap();
-    let null_authz = deps
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/null_authz");
+    let null_authz = null_authz_bin();
     let log = tempfile::NamedTempFile::new().unwrap();
     for (args, expected) in [(vec!["--context-headers".to_owned()], 4), (vec![], 0)] {
         let addr = sidebyside::procs::free_port();
