@@ -3,11 +3,13 @@
 //! The same tonic version and server settings as portcullis (`src/server.rs`: a
 //! default `tonic::transport::Server::builder()` on a plaintext TCP listener with
 //! TCP_NODELAY, inside the same multi-thread tokio runtime `portcullis serve`
-//! builds, with the same `tracing` subscriber at `info`: without one, every span
-//! h2 and hyper open falls through to `log` and costs ~4,000 instructions a
-//! Check, which would raise the floor), and a `Check` that answers OK without
-//! looking at the request. Built as `examples/null_authz.rs`, run by the
-//! benchmark harness as its own process so its CPU time can be read apart.
+//! builds, with the same global allocator (jemalloc, set in
+//! `examples/null_authz.rs`) and the same `tracing` subscriber at `info`:
+//! without one, every span h2 and hyper open falls through to `log` and costs
+//! ~4,000 instructions a Check, which would raise the floor), and a `Check` that
+//! answers OK without looking at the request. Built as `examples/null_authz.rs`,
+//! run by the benchmark harness as its own process so its CPU time can be read
+//! apart.
 //!
 //! With `--verify-rs256 JWKS_FILE` it is the floor of scenario (b) instead: the
 //! same server doing one bare RS256 verification (`jsonwebtoken::decode`, the
