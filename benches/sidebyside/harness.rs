@@ -604,7 +604,6 @@ pub async fn measure<F, Fut>(
     name: &str,
     watched: &[(&str, &Process)],
     metrics: Option<SocketAddr>,
-    checks_per_request: bool,
     load: F,
 ) -> anyhow::Result<Measured>
 where
@@ -626,7 +625,6 @@ where
         let n = result.requests.max(1) as f64;
         cpu_us.insert(label.to_string(), (a - b).as_secs_f64() * 1e6 / n);
     }
-    let _ = checks_per_request;
     let (mut p50, mut p99) = (None, None);
     if let (Some(addr), Some(before)) = (metrics, before_hist) {
         let after = procs::check_histogram(addr)?;
@@ -727,7 +725,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         ),
     ];
     sides.retain(|side| opts.wanted(side.name));
-    out.extend(interleave::run(&sides, slices, d / slices as u32, |_| Ok(())).await?);
+    out.extend(interleave::run(&sides, slices, d / slices as u32, || Ok(())).await?);
     // The bare RS256 verification runs in the same windows as (b): a share of it
     // after each slice.
     let mut bare = BareRs256::new(fx)?;
@@ -746,9 +744,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         ),
     ];
     sides.retain(|side| opts.wanted(side.name));
-    out.extend(
-        interleave::run(&sides, slices, d, |_| bare.verify(BARE_RS256_RUNS / slices)).await?,
-    );
+    out.extend(interleave::run(&sides, slices, d, || bare.verify(BARE_RS256_RUNS / slices)).await?);
     let verify_us = bare.us_each();
     /// (name, address, process, requests, expected gRPC code)
     type GrpcCase<'a> = (&'a str, SocketAddr, &'a Process, Arc<Requests<Bytes>>, i32);
@@ -771,7 +767,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
     grpc_cases.retain(|case| opts.wanted(case.0));
     for (name, addr, process, requests, expect) in grpc_cases {
         let metrics = (addr == authz.grpc).then_some(authz.http);
-        let m = measure(name, &[("authz", process)], metrics, true, || {
+        let m = measure(name, &[("authz", process)], metrics, || {
             load::grpc_check(addr, requests, Load::Concurrency(c), d, expect)
         })
         .await?;
@@ -788,7 +784,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         let metrics = (addr == authz.grpc).then_some(authz.http);
         let requests = Arc::clone(&grpc_a);
         out.push(
-            measure(name, &[("authz", process)], metrics, true, || {
+            measure(name, &[("authz", process)], metrics, || {
                 load::grpc_check(
                     addr,
                     requests,
@@ -977,7 +973,8 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             },
         })
         .collect();
-    out.extend(interleave::run(&sides, slice_count(d), Duration::from_secs(1), |_| Ok(())).await?);
+    out.extend(interleave::run(&sides, slice_count(d), Duration::from_secs(1), || Ok(())).await?);
+    // Stop the three Envoys before the measurements that follow.
     drop(sides);
     drop(envoys);
     for (i, (name, auth, process, token, fresh, ok, metrics)) in e2e.into_iter().enumerate() {
@@ -1003,7 +1000,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         if let Some(p) = process {
             watched.push(("authz", p));
         }
-        let mut m = measure(name, &watched, metrics, true, || async {
+        let mut m = measure(name, &watched, metrics, || async {
             load::wrk(
                 listener,
                 PATH,
@@ -1069,7 +1066,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             watched.push(("authz", p));
         }
         out.push(
-            measure(name, &watched, metrics, true, || {
+            measure(name, &watched, metrics, || {
                 load::http_get(listener, PATH, requests, rate, d, 200)
             })
             .await?,

@@ -51,7 +51,7 @@ pub struct Side<'a> {
 
 impl Side<'_> {
     async fn slice(&self, i: usize, length: Duration) -> anyhow::Result<Measured> {
-        measure(self.name, &self.watched, self.metrics, true, || async {
+        measure(self.name, &self.watched, self.metrics, || async {
             match &self.traffic {
                 Traffic::Grpc {
                     addr,
@@ -95,13 +95,13 @@ impl Side<'_> {
 }
 
 /// Runs `slices` slices of `length` for every side, rotating which side goes first,
-/// and `between(i)` after the sides' slice `i` (a measurement of the harness' own,
+/// and `between()` after each round of slices (a measurement of the harness' own,
 /// in the same windows); returns one row per side summing its slices.
 pub async fn run(
     sides: &[Side<'_>],
     slices: usize,
     length: Duration,
-    mut between: impl FnMut(usize) -> anyhow::Result<()>,
+    mut between: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Measured>> {
     let mut taken: Vec<Vec<Measured>> = sides.iter().map(|_| Vec::new()).collect();
     for i in 0..slices {
@@ -109,7 +109,7 @@ pub async fn run(
             let s = (i + k) % sides.len();
             taken[s].push(sides[s].slice(i, length).await?);
         }
-        between(i)?;
+        between()?;
     }
     Ok(taken.into_iter().map(merge).collect())
 }
