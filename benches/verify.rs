@@ -117,7 +117,11 @@ fn bench_verify(c: &mut Criterion) {
     let fresh_authenticator = || {
         Authenticator::new(
             vec![issuer(&key)],
-            TokenCache::new(POOL as u64),
+            TokenCache::new(
+                portcullis::identity::token_cache::TokenCacheLimits::default(),
+                portcullis::clock::Clock::System,
+            ),
+            1,
             Arc::new(Metrics::default()),
         )
     };

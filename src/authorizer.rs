@@ -3,50 +3,57 @@
 //! decide is answered 503, never allowed.
 
 use crate::answer::{Answer, DenyKind, RequestId};
+use crate::clock::{Clock, ExpiringSet};
 use crate::config::{Config, ContextField, HeadersConfig, IssuerConfig, KeySpec};
 use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
 use crate::identity::caller::{EastWest, IdentityError};
 use crate::identity::svix::{SvixHeaders, WebhookError, WebhookSecret};
 use crate::identity::IssuerKind;
 use crate::identity::{
-    jwks::JwksCache, Authentication, Authenticator, Issuer, KeySource, TokenCache, TokenError,
-    VerifiedToken,
+    Authentication, Authenticator, Issuer, KeySource, TokenError, VerifiedToken,
 };
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::mint::TokenMint;
 use crate::policy::{decide, Context, NormalizedPath, Policy};
 use crate::principal::{Principal, User, Webhook};
 use crate::request::AuthzRequest;
+use crate::runtime::Runtime;
 use crate::state::SharedState;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::task::JoinHandle;
+use std::time::Instant;
 
-/// Bounded size of the verified-token cache.
-const TOKEN_CACHE_ENTRIES: u64 = 100_000;
-
-/// What the config decides about checks, apart from the policy: the issuers (with
-/// their key refreshers) and the headers. Replaced whole when the config is
-/// reloaded; dropping it stops its JWKS refreshers.
+/// What the config decides about checks, apart from the policy: the issuers,
+/// headers, east-west identity, the user directory and the tokens portcullis
+/// signs. Built from a config and the [`Runtime`]'s long-lived parts (key sets,
+/// caches, tombstones), so replacing it on a reload loses none of them.
 pub struct Engine {
     authenticator: Authenticator,
     headers: HeadersConfig,
-    /// mTLS identities, service tokens and forwarded user context (SPEC §4).
+    /// mTLS identities, service tokens and forwarded user context.
     east_west: EastWest,
-    /// The tokens portcullis signs (SPEC §6), when `tokens` is configured.
+    /// The tokens portcullis signs, when `tokens` is configured.
     mint: Option<Arc<TokenMint>>,
-    directory: UserDirectory,
+    directory: Arc<UserDirectory>,
     /// Whether headers or the user context read token claims beyond `iss` and
     /// `sub`: verified tokens then keep their payload (the policy may ask too).
     keep_claims: bool,
     /// Where Clerk webhooks are verified (`webhooks.clerk`).
     clerk_webhook: Option<WebhookSecret>,
-    /// Svix ids already seen within the tolerance window (replay protection).
-    webhook_ids: moka::sync::Cache<String, ()>,
+    /// Svix ids already seen within the tolerance window (the runtime's).
+    webhook_ids: Arc<ExpiringSet>,
     /// Evictions shared with the other replicas (`state.redis`).
     shared: Option<Arc<SharedState>>,
-    refreshers: Vec<JoinHandle<()>>,
+    /// The `jwks_uri`s of the issuers, so the runtime keeps only their key sets.
+    jwks_uris: Vec<String>,
+    clock: Clock,
+}
+
+/// The config-derived engine and the policy in force: swapped whole, so a check
+/// never sees half of a reload.
+pub struct Snapshot {
+    pub engine: Arc<Engine>,
+    pub policy: Arc<Policy>,
 }
 
 /// Why a verified user token yields no user context.
@@ -64,30 +71,34 @@ pub enum UserError {
 }
 
 impl Engine {
-    /// Builds the issuers of `config` and starts their JWKS fetches (start does
-    /// not wait for them; readiness does). Needs a tokio runtime.
-    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Engine, DirectoryError> {
-        let mut refreshers = Vec::new();
-        let directory = UserDirectory::open(config.users.clone(), Arc::clone(metrics))?;
+    /// Builds the issuers of `config` from the runtime's parts: a key set, the
+    /// directory and the Redis publisher are reused when their section is
+    /// unchanged. Needs a tokio runtime (a new key set starts fetching).
+    pub fn build(config: &Config, runtime: &Runtime) -> Result<Engine, DirectoryError> {
+        let directory = runtime.directory(&config.users)?;
         let shared = config
             .redis
             .as_deref()
-            .map(SharedState::new)
-            .transpose()?
-            .map(Arc::new);
+            .map(|url| runtime.shared(url))
+            .transpose()?;
         let issuers = config
             .issuers
             .iter()
-            .map(|issuer| {
-                let (issuer, refresher) = build_issuer(issuer, metrics);
-                refreshers.extend(refresher);
-                issuer
+            .map(|issuer| build_issuer(issuer, runtime))
+            .collect();
+        let jwks_uris = config
+            .issuers
+            .iter()
+            .filter_map(|issuer| match &issuer.keys {
+                KeySpec::Remote { uri, .. } => Some(uri.clone()),
+                KeySpec::Static { .. } => None,
             })
             .collect();
         let authenticator = Authenticator::new(
             issuers,
-            TokenCache::new(TOKEN_CACHE_ENTRIES),
-            Arc::clone(metrics),
+            runtime.token_cache().clone(),
+            runtime.issuer_generation(&config.issuers),
+            Arc::clone(runtime.metrics()),
         );
         let mint = config.tokens.as_ref().map(|t| Arc::new(TokenMint::new(t)));
         let keep_claims = mint.is_some()
@@ -110,14 +121,10 @@ impl Engine {
             mint,
             directory,
             clerk_webhook: config.clerk_webhook.clone(),
-            webhook_ids: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(
-                    2 * crate::identity::svix::TOLERANCE_SECS,
-                ))
-                .build(),
+            webhook_ids: Arc::clone(runtime.webhook_ids()),
             shared,
-            refreshers,
+            jwks_uris,
+            clock: runtime.clock().clone(),
         })
     }
 
@@ -125,9 +132,13 @@ impl Engine {
         &self.directory
     }
 
+    fn jwks_uri_list(&self) -> Vec<&str> {
+        self.jwks_uris.iter().map(String::as_str).collect()
+    }
+
     /// The Clerk webhook secret and the ids seen, when webhooks are configured.
-    pub fn clerk_webhook(&self) -> Option<(&WebhookSecret, &moka::sync::Cache<String, ()>)> {
-        self.clerk_webhook.as_ref().map(|s| (s, &self.webhook_ids))
+    pub fn clerk_webhook(&self) -> Option<(&WebhookSecret, &ExpiringSet)> {
+        self.clerk_webhook.as_ref().map(|s| (s, &*self.webhook_ids))
     }
 
     /// The webhook principal of a request carrying a Svix signature (SPEC §4: a
@@ -149,11 +160,7 @@ impl Engine {
         };
         Some(
             secret
-                .verify(
-                    headers,
-                    request.body(),
-                    crate::identity::token_cache::unix_now(),
-                )
+                .verify(headers, request.body(), self.clock.unix_secs())
                 .map(|_| {
                     Principal::Webhook(Webhook {
                         name: "clerk".into(),
@@ -165,6 +172,11 @@ impl Engine {
     /// The state shared with other replicas, when `state.redis` is set.
     pub fn shared(&self) -> Option<&Arc<SharedState>> {
         self.shared.as_ref()
+    }
+
+    /// The time webhook timestamps are judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn authenticator(&self) -> &Authenticator {
@@ -197,6 +209,10 @@ impl Engine {
             }
         }
         if self.directory.is_claims() {
+            // No lookup, but a `user.deleted` webhook still refuses the user.
+            if self.directory.is_tombstoned(&token.subject) {
+                return Err(UserError::Deleted);
+            }
             return Ok(from_claims());
         }
         match self.directory.lookup(&token.subject).await? {
@@ -215,71 +231,76 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        for refresher in &self.refreshers {
-            refresher.abort();
-        }
-    }
-}
-
-fn build_issuer(config: &IssuerConfig, metrics: &Arc<Metrics>) -> (Issuer, Option<JoinHandle<()>>) {
-    let (keys, refresher) = match &config.keys {
-        KeySpec::Static(set) => (KeySource::Static(Arc::clone(set)), None),
+fn build_issuer(config: &IssuerConfig, runtime: &Runtime) -> Issuer {
+    let keys = match &config.keys {
+        KeySpec::Static { keys, .. } => KeySource::Static(Arc::clone(keys)),
         KeySpec::Remote { uri, timing } => {
-            let cache = JwksCache::new(&config.name, uri, *timing, Arc::clone(metrics));
-            let refresher = cache.spawn_refresher();
-            (KeySource::Remote(cache), Some(refresher))
+            KeySource::Remote(runtime.jwks(&config.name, uri, *timing))
         }
     };
-    let issuer = Issuer {
+    Issuer {
         name: config.name.as_str().into(),
         kind: config.kind,
         rules: config.rules.clone(),
         algorithms: config.algorithms.clone(),
         credentials: config.credentials.clone(),
         keys,
-    };
-    (issuer, refresher)
+    }
 }
 
 /// Decides requests. Shared by every adapter.
 pub struct Authorizer {
-    engine: ArcSwap<Engine>,
-    policy: ArcSwap<Policy>,
+    runtime: Arc<Runtime>,
+    snapshot: ArcSwap<Snapshot>,
     /// Why the last reload failed, while the previous policy/config serves.
     reload_error: ArcSwapOption<String>,
-    metrics: Arc<Metrics>,
 }
 
 impl Authorizer {
-    pub fn new(engine: Engine, policy: Arc<Policy>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(runtime: Arc<Runtime>, engine: Engine, policy: Arc<Policy>) -> Self {
+        runtime.adopt(&engine.directory, &engine.jwks_uri_list());
         Self {
-            engine: ArcSwap::from_pointee(engine),
-            policy: ArcSwap::new(policy),
+            runtime,
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                engine: Arc::new(engine),
+                policy,
+            }),
             reload_error: ArcSwapOption::empty(),
-            metrics,
         }
+    }
+
+    /// The config and policy in force, loaded once.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 
     /// The engine in force (issuers, headers).
     pub fn engine(&self) -> Arc<Engine> {
-        self.engine.load_full()
-    }
-
-    /// Swaps in a new engine atomically; checks in flight finish on the old one.
-    pub fn set_engine(&self, engine: Engine) {
-        self.engine.store(Arc::new(engine));
+        Arc::clone(&self.snapshot.load().engine)
     }
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.load_full()
+        Arc::clone(&self.snapshot.load().policy)
     }
 
-    /// Swaps in a new policy atomically; checks in flight finish on the old one.
+    /// Swaps in a new engine and policy at once; checks in flight finish on the
+    /// old ones.
+    pub fn install(&self, engine: Engine, policy: Arc<Policy>) {
+        self.runtime
+            .adopt(&engine.directory, &engine.jwks_uri_list());
+        self.snapshot.store(Arc::new(Snapshot {
+            engine: Arc::new(engine),
+            policy,
+        }));
+    }
+
+    /// Swaps in a new policy, keeping the engine.
     pub fn set_policy(&self, policy: Arc<Policy>) {
-        self.policy.store(policy);
+        self.snapshot.rcu(|current| Snapshot {
+            engine: Arc::clone(&current.engine),
+            policy: Arc::clone(&policy),
+        });
     }
 
     /// Records the outcome of a reload: `Some(why)` when it failed.
@@ -292,21 +313,25 @@ impl Authorizer {
         self.reload_error.load_full()
     }
 
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        self.runtime.metrics()
     }
 
     /// Decides one request.
     pub async fn check(&self, request: &AuthzRequest) -> Answer {
         let started = Instant::now();
-        let engine = self.engine.load();
-        let request_id = RequestId::of(request, &engine.headers.request_id);
-        let (answer, rule, principal_kind) = self.decide(&engine, request, &request_id).await;
+        let snapshot = self.snapshot.load();
+        let request_id = RequestId::of(request, &snapshot.engine.headers.request_id);
+        let (answer, rule, principal_kind) = self.decide(&snapshot, request, &request_id).await;
         let result = match &answer {
             Answer::Allow { .. } => "allow",
             Answer::Deny { .. } => "deny",
         };
-        self.metrics
+        self.metrics()
             .decisions
             .get_or_create(&DecisionLabels {
                 result,
@@ -314,7 +339,7 @@ impl Authorizer {
                 principal: principal_kind,
             })
             .inc();
-        self.metrics
+        self.metrics()
             .check_duration
             .observe(started.elapsed().as_secs_f64());
         match &answer {
@@ -334,10 +359,11 @@ impl Authorizer {
     /// principal kind, for logs and metrics.
     async fn decide(
         &self,
-        engine: &Engine,
+        snapshot: &Snapshot,
         request: &AuthzRequest,
         request_id: &RequestId,
     ) -> (Answer, String, &'static str) {
+        let (engine, policy) = (&*snapshot.engine, &*snapshot.policy);
         let rid = request_id.value.as_str();
         let path = match NormalizedPath::parse(request.path()) {
             Ok(path) => path,
@@ -360,7 +386,7 @@ impl Authorizer {
                 }
             };
             let decision = decide(
-                &self.policy.load(),
+                policy,
                 &Context {
                     request,
                     path: &path,
@@ -375,7 +401,7 @@ impl Authorizer {
             Ok(caller) => caller,
             Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),
         };
-        let keep_claims = engine.keep_claims || self.policy.load().reads_token_claims();
+        let keep_claims = engine.keep_claims || policy.reads_token_claims();
         let principal = match engine
             .authenticator
             .authenticate(request, keep_claims)
@@ -410,9 +436,8 @@ impl Authorizer {
             Ok(principal) => principal,
             Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),
         };
-        let policy = self.policy.load();
         let decision = decide(
-            &policy,
+            policy,
             &Context {
                 request,
                 path: &path,
@@ -422,7 +447,7 @@ impl Authorizer {
         for (rule, would) in &decision.observed {
             tracing::info!(request_id = %rid, %rule, would = would.as_str(), principal = principal.kind(),
                 method = %request.method(), path = %path, "dry-run/audit rule matched");
-            self.metrics
+            self.metrics()
                 .observed
                 .get_or_create(&DecisionLabels {
                     result: would.as_str(),

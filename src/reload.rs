@@ -1,8 +1,9 @@
-//! Hot reload (SPEC §7, §9): the policy file and the config file are watched; a
-//! valid new version is swapped in atomically (checks in flight finish on the old
-//! one); an invalid one leaves the old in force, is logged with every error,
-//! counted in `portcullis_policy_reload_total{result="error"}`, and shown on
-//! `/readyz` (which stays ready: the old version still decides).
+//! Hot reload: the policy file and the config file are watched; a valid new
+//! version is swapped in atomically as one snapshot (checks in flight finish on
+//! the old one), keeping the runtime's long-lived state; an invalid one leaves
+//! the old in force, is logged with every error, counted in
+//! `portcullis_policy_reload_total{result="error"}`, and shown on `/readyz`
+//! (which stays ready: the old version still decides).
 //!
 //! Files are polled, not watched with inotify: a Kubernetes ConfigMap update swaps
 //! a `..data` symlink, which inotify on the file itself misses. Each poll compares
@@ -141,12 +142,19 @@ fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Opti
             return None;
         }
     };
-    if new.grpc_listen != current.grpc_listen || new.http_listen != current.http_listen {
+    if new.grpc_listen != current.grpc_listen
+        || new.http_listen != current.http_listen
+        || new.http_limits != current.http_limits
+        || new.drain_delay != current.drain_delay
+        || new.shutdown_timeout != current.shutdown_timeout
+        || new.token_cache != current.token_cache
+        || new.redis != current.redis
+    {
         tracing::warn!(
-            "listener addresses changed in the config: restart portcullis to apply them"
+            "server listeners, limits, shutdown timing, token_cache or state.redis changed: restart portcullis to apply them"
         );
     }
-    let engine = match Engine::build(&new, authorizer.metrics()) {
+    let engine = match Engine::build(&new, authorizer.runtime()) {
         Ok(engine) => engine,
         Err(e) => {
             tracing::error!(error = %e, "config reload failed; the previous config stays in force");
@@ -155,8 +163,7 @@ fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Opti
             return None;
         }
     };
-    authorizer.set_engine(engine);
-    authorizer.set_policy(Arc::clone(&new.policy));
+    authorizer.install(engine, Arc::clone(&new.policy));
     authorizer.set_reload_error(None);
     count(authorizer, "success");
     tracing::info!(file = %file.display(), issuers = new.issuers.len(), rules = new.policy.rules().len(), "config reloaded");

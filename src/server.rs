@@ -5,14 +5,18 @@
 use crate::admin_api::pb::token_service_server::TokenServiceServer;
 use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};
 use crate::authorizer::{Authorizer, Engine};
-use crate::config::Config;
+use crate::clock::Clock;
+use crate::config::{Config, HttpLimits};
 use crate::ext_authz::AuthorizationService;
+use crate::identity::token_cache::TokenCacheLimits;
 use crate::metrics::Metrics;
+use crate::runtime::Runtime;
 use crate::tls::TlsAcceptor;
 use crate::token_api::TokenApi;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -26,14 +30,22 @@ pub enum ServeError {
     },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("HTTP server failed: {0}")]
-    Http(std::io::Error),
     #[error("user directory: {0}")]
     Directory(String),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC listener TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+}
+
+/// How the process was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: say NOT_SERVING, keep answering for `server.drain_delay`, then
+    /// close the listeners and finish in-flight requests.
+    Graceful,
+    /// SIGINT (Ctrl-C): the same without the drain delay.
+    Immediate,
 }
 
 /// A server with its listeners bound, ready to run.
@@ -44,12 +56,21 @@ pub struct Server {
     /// TLS on the gRPC listener (`server.tls`), reloaded when its files change.
     tls: Option<Arc<TlsAcceptor>>,
     refreshers: Vec<JoinHandle<()>>,
+    drain_delay: Duration,
+    shutdown_timeout: Duration,
+    http_limits: HttpLimits,
 }
 
 impl Server {
     /// Binds both listeners and starts the JWKS fetches (start does not wait for
     /// them; readiness does).
     pub async fn bind(config: &Config) -> Result<Server, ServeError> {
+        Self::bind_with_clock(config, Clock::System).await
+    }
+
+    /// [`Server::bind`] with the clock every TTL and `exp` is judged by (tests
+    /// pass a manual one).
+    pub async fn bind_with_clock(config: &Config, clock: Clock) -> Result<Server, ServeError> {
         let grpc = TcpListener::bind(config.grpc_listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -72,19 +93,24 @@ impl Server {
             .policy_reloads
             .get_or_create(&crate::metrics::ResultLabels { result: "success" })
             .inc();
-        let authorizer = Arc::new(Authorizer::new(
-            Engine::build(config, &metrics).map_err(|e| ServeError::Directory(e.0))?,
-            Arc::clone(&config.policy),
+        let runtime = Arc::new(Runtime::new(
             metrics,
+            clock,
+            TokenCacheLimits {
+                max_bytes: config.token_cache.max_bytes,
+                max_token_bytes: config.token_cache.max_token_bytes,
+            },
         ));
-        // Evictions published by other replicas (SPEC §5).
+        let engine = Engine::build(config, &runtime).map_err(|e| ServeError::Directory(e.0))?;
+        let authorizer = Arc::new(Authorizer::new(runtime, engine, Arc::clone(&config.policy)));
+        // Evictions published by other replicas.
         if let Some(url) = &config.redis {
             refreshers.push(crate::state::spawn_subscriber(
                 url,
                 Arc::clone(&authorizer),
             )?);
         }
-        // Hot reload of the policy file and the config file (SPEC §7).
+        // Hot reload of the policy file and the config file.
         refreshers.push(crate::reload::spawn(
             crate::reload::Watched::of(config),
             Arc::clone(&authorizer),
@@ -96,6 +122,9 @@ impl Server {
             authorizer,
             tls,
             refreshers,
+            drain_delay: config.drain_delay,
+            shutdown_timeout: config.shutdown_timeout,
+            http_limits: config.http_limits.clone(),
         })
     }
 
@@ -115,23 +144,42 @@ impl Server {
         &self.authorizer
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
-    /// requests finish, and returns.
+    /// Serves until `shutdown` says how to stop (docs/operations.md,
+    /// "Shutdown"): health says NOT_SERVING at once, the listeners keep
+    /// answering for the drain delay (not on [`Stop::Immediate`]), then stop
+    /// accepting (HTTP/2 GOAWAY) and wait at most `shutdown_timeout` for the
+    /// requests in flight.
     pub async fn run(
         self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = Stop> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AuthorizationService>().await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let runtime = Arc::clone(self.authorizer.runtime());
+        let drain_delay = self.drain_delay;
         tokio::spawn(async move {
-            shutdown.await;
+            let stop = shutdown.await;
+            runtime.start_draining();
+            // "" is the whole server, which Envoy's gRPC health check asks about.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            health.set_not_serving::<AuthorizationService>().await;
+            if stop == Stop::Graceful && !drain_delay.is_zero() {
+                tracing::info!(
+                    drain_delay_s = drain_delay.as_secs_f64(),
+                    "shutting down: NOT_SERVING, still answering while traffic moves away"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
             let _ = stop_tx.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<AuthorizationService>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -161,13 +209,29 @@ impl Server {
                     stopped(stop_rx.clone()),
                 )),
             };
-        let http = axum::serve(self.http, crate::http::router(Arc::clone(&self.authorizer)))
-            .with_graceful_shutdown(stopped(stop_rx));
-        let (grpc, http) = tokio::join!(grpc, http);
+        let http = crate::http::serve(
+            self.http,
+            crate::http::router(Arc::clone(&self.authorizer)),
+            self.http_limits,
+            stopped(stop_rx.clone()),
+        );
+        let serving = async { tokio::join!(grpc, http).0 };
+        let shutdown_timeout = self.shutdown_timeout;
+        let deadline = async move {
+            stopped(stop_rx).await;
+            tokio::time::sleep(shutdown_timeout).await;
+        };
+        let result = tokio::select! {
+            result = serving => result,
+            () = deadline => {
+                tracing::warn!(shutdown_timeout_s = shutdown_timeout.as_secs_f64(),
+                    "requests still in flight after shutdown_timeout; stopping anyway");
+                Ok(())
+            }
+        };
         for refresher in self.refreshers {
             refresher.abort();
         }
-        grpc?;
-        http.map_err(ServeError::Http)
+        result.map_err(ServeError::from)
     }
 }

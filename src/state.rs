@@ -39,6 +39,7 @@ impl DirectoryEvent {
 
 /// The publishing side: one multiplexed connection, re-made after a failure.
 pub struct SharedState {
+    url: String,
     client: redis::Client,
     connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
@@ -48,9 +49,14 @@ impl SharedState {
         let client = redis::Client::open(url)
             .map_err(|e| DirectoryError(format!("invalid Redis URL: {e}")))?;
         Ok(Self {
+            url: url.to_owned(),
             client,
             connection: Mutex::new(None),
         })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Publishes `event`; a failure is logged and returned (the local directory

@@ -1,4 +1,4 @@
-//! Readiness (SPEC §9): every dependency a decision may need is loaded. Shared by
+//! Readiness: every dependency a decision may need is loaded. Shared by
 //! `/readyz` and the gRPC `Admin/GetStatus`.
 
 use crate::authorizer::Authorizer;
@@ -19,6 +19,9 @@ pub struct Status {
     pub issuers: Vec<IssuerStatus>,
     /// Whether the user directory answers (always true for `claims`).
     pub directory_reachable: bool,
+    /// Shutting down: not ready, so traffic moves to other replicas.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
     /// Why the last policy/config reload failed; the previous one still serves,
     /// so this does not make the process unready.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,9 +45,11 @@ impl Status {
             })
             .collect();
         let directory_reachable = engine.directory().ping().await;
+        let draining = authorizer.runtime().is_draining();
         Status {
-            ready: issuers.iter().all(|i| i.keys_loaded) && directory_reachable,
+            ready: issuers.iter().all(|i| i.keys_loaded) && directory_reachable && !draining,
             directory_reachable,
+            draining,
             version: env!("CARGO_PKG_VERSION"),
             policy_rules: authorizer.policy().rules().len(),
             issuers,

@@ -34,6 +34,28 @@ pub fn render(path: &[Key]) -> String {
     out
 }
 
+/// The key path of a key `serde_ignored` reports as unknown.
+pub fn keys_of(path: &serde_ignored::Path) -> Vec<Key> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut keys = keys_of(parent);
+            keys.push(Key::Index(*index));
+            keys
+        }
+        Path::Map { parent, key } => {
+            let mut keys = keys_of(parent);
+            keys.push(Key::Field(key.clone()));
+            keys
+        }
+        // `Option`s and newtypes are not steps of the YAML.
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => keys_of(parent),
+    }
+}
+
 /// The 1-based line where `path` is written, or the closest enclosing line found.
 pub fn line_of(text: &str, path: &[Key]) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();

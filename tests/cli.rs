@@ -78,6 +78,54 @@ fn config_check_prints_every_error_with_its_line_and_exits_1() {
 }
 
 #[test]
+fn config_check_prints_unknown_keys_and_bad_values_together() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "policy.yaml", GOOD_POLICY);
+    write(
+        dir.path(),
+        "portcullis.yaml",
+        "\
+server:
+  grpc_listen: 127.0.0.1:9191
+  bogus_key: 1            # unknown key
+issuers:
+  - name: app
+    kind: user
+    issuer: example-auth
+    secret_env: APP_SECRET
+    algorithms: [HS256, XS999]   # bad algorithm
+    leeway: 30 seconds           # bad duration
+users:
+  cache: { ttl: forever }         # bad cache ttl
+policy: policy.yaml
+",
+    );
+    let out = portcullis()
+        .args(["config", "check", "--config"])
+        .arg(dir.path().join("portcullis.yaml"))
+        .env("APP_SECRET", "0123456789abcdef0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (at, what) in [
+        (
+            "portcullis.yaml:3: server.bogus_key:",
+            "unknown field `bogus_key`",
+        ),
+        ("portcullis.yaml:9: issuers[0].algorithms[1]:", "XS999"),
+        ("portcullis.yaml:10: issuers[0].leeway:", "30 seconds"),
+        ("portcullis.yaml:12: users.cache.ttl:", "forever"),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains(at) && l.contains(what)),
+            "want {at} .. {what} in {stderr}"
+        );
+    }
+    assert!(stderr.contains("4 error(s)"), "{stderr}");
+}
+
+#[test]
 fn serve_refuses_a_broken_config_and_a_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "portcullis.yaml", "server:\n  grpc_listen: 127.0.0.1:0\n  http_listen: 127.0.0.1:0\n  surprise: true\npolicy: nope.yaml\n");

@@ -389,6 +389,22 @@ async fn roles_and_path_tricks_guard_the_admin_route() {
         "/api/videos/%2E%2E/%2E%2E/api/admin",
         "/api/videos/./../../api/./admin",
         "//api//videos//..//..//api//admin",
+        // Tomcat-style path parameters: `..;x` is a `..` segment.
+        "/api/..;/admin",
+        "/api/videos/..;/admin",
+        "/api/videos/..;jsessionid=1/admin",
+        "/api/videos/.;/../admin",
+        "/api/videos/%2e%2e;/admin",
+        "/api/videos/..%3b/admin",
+        // Double-encoded dots and slashes (a server that decodes twice sees
+        // `..` and `/`) and Unicode look-alikes that NFKC folds into them.
+        "/api/videos/%252e%252e/admin",
+        "/api/videos/..%252fadmin",
+        "/api/videos/%252e%252e%252fadmin",
+        "/api/videos/%25252e%25252e/admin",
+        "/api/videos/%ef%bc%8e%ef%bc%8e/admin",
+        "/api/videos/%e2%80%a5/admin",
+        "/api/videos/..%ef%bc%8fadmin",
     ];
     for path in tricks {
         let response = mesh.get(path).bearer(&user_token).send().await;

@@ -96,6 +96,7 @@ policy: policy.yaml
             server
                 .run(async {
                     let _ = stopped.await;
+                    portcullis::server::Stop::Immediate
                 })
                 .await
                 .expect("server runs");

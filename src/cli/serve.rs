@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use portcullis::config::{dev, Config};
-use portcullis::server::Server;
+use portcullis::server::{Server, Stop};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,8 +81,10 @@ fn print_dev_banner(setup: &dev::DevSetup) {
     println!("  try: curl -H \"Authorization: Bearer $USER_TOKEN\" through Envoy (see mesh/quickstart/README.md)");
 }
 
-/// Registers SIGTERM and Ctrl-C now; the returned future completes on either.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+/// Registers SIGTERM and SIGINT now; the returned future completes on the first
+/// (SIGTERM drains, SIGINT skips the drain delay), and a second signal of either
+/// kind exits the process at once.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = Stop> + Send + 'static> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -91,12 +93,25 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
         .context("installing the SIGINT handler")?;
     Ok(async move {
         #[cfg(unix)]
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = interrupt.recv() => {},
-        }
+        let stop = tokio::select! {
+            _ = term.recv() => Stop::Graceful,
+            _ = interrupt.recv() => Stop::Immediate,
+        };
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down: finishing in-flight requests");
+        let stop = {
+            let _ = tokio::signal::ctrl_c().await;
+            Stop::Immediate
+        };
+        tracing::info!(?stop, "shutdown requested (a second signal exits at once)");
+        #[cfg(unix)]
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        });
+        stop
     })
 }

@@ -3,7 +3,8 @@
 //! key of the tokens portcullis signs lives, and their lifetimes). YAML shapes
 //! and their validation into domain types, reported like every config error.
 
-use super::Validator;
+use super::raw::Checked;
+use super::{ConfigDuration, Validator};
 use crate::ca::token::TokenSigner;
 use crate::identity::mtls::{IdentitySource, MtlsSettings, TrustDomains};
 use crate::identity::{SpiffeId, TrustDomain};
@@ -22,7 +23,6 @@ pub const DEFAULT_TOKEN_ISSUER: &str = "portcullis";
 
 /// `mtls:`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawMtls {
     /// Default: all three, `[source_principal, peer_certificate, xfcc]`.
     pub identity_from: Option<Vec<String>>,
@@ -32,16 +32,17 @@ pub struct RawMtls {
 
 /// `tokens:`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTokens {
-    /// The directory holding `signing-key.pem` (`certs/tokens`).
+    /// The directory holding `signing-key.pem` (`certs/tokens`). Required;
+    /// missing, it is empty, and reported.
+    #[serde(default)]
     pub key_dir: String,
     /// `iss` of the user-context tokens (internal, exchanged).
     pub issuer: Option<String>,
     /// Lifetime of internal and exchanged tokens.
-    pub ttl: Option<String>,
+    pub ttl: Option<Checked<ConfigDuration>>,
     /// Longest service token the token service issues.
-    pub max_service_ttl: Option<String>,
+    pub max_service_ttl: Option<Checked<ConfigDuration>>,
 }
 
 /// The validated `tokens` section: the signing key, loaded.
@@ -194,20 +195,29 @@ impl Validator<'_> {
     ) -> Option<TokensConfig> {
         let at = |key: &str| [Key::field("tokens"), Key::field(key)];
         let key_dir = base.join(&raw.key_dir);
-        let signer = match TokenSigner::load(&key_dir) {
-            Ok(signer) => Some(Arc::new(signer)),
-            Err(e) => {
-                self.error(
-                    &at("key_dir"),
-                    format!("{e} (create the key with `portcullis token jwks --dir CERTS`, whose tokens/ is this directory)"),
-                );
-                None
+        let signer = if raw.key_dir.is_empty() {
+            self.error(
+                &at("key_dir"),
+                "`key_dir` is required: the directory holding signing-key.pem, e.g. certs/tokens"
+                    .into(),
+            );
+            None
+        } else {
+            match TokenSigner::load(&key_dir) {
+                Ok(signer) => Some(Arc::new(signer)),
+                Err(e) => {
+                    self.error(
+                        &at("key_dir"),
+                        format!("{e} (create the key with `portcullis token jwks --dir CERTS`, whose tokens/ is this directory)"),
+                    );
+                    None
+                }
             }
         };
-        let ttl = self.duration(&at("ttl"), &raw.ttl, DEFAULT_TOKEN_TTL);
+        let ttl = self.duration(&at("ttl"), raw.ttl.as_ref(), DEFAULT_TOKEN_TTL);
         let max_service_ttl = self.duration(
             &at("max_service_ttl"),
-            &raw.max_service_ttl,
+            raw.max_service_ttl.as_ref(),
             DEFAULT_MAX_SERVICE_TTL,
         );
         for (key, value) in [("ttl", ttl), ("max_service_ttl", max_service_ttl)] {

@@ -1,6 +1,7 @@
 //! Configuration (SPEC §3): parse → validate (every error at once, each with
 //! `file:line` and what to do) → an immutable [`Config`].
 
+mod byte_size;
 pub mod dev;
 mod duration;
 mod east_west;
@@ -17,7 +18,10 @@ use crate::identity::{
 };
 use crate::policy::{LoadOptions, Policy};
 use crate::yaml::{line_of, render, Key};
-use raw::{RawConfig, RawCredential, RawIssuer, RawIssuerKind};
+use aws_lc_rs::digest;
+use byte_size::{ByteSize, KIB, MIB};
+use raw::{Checked, RawConfig, RawCredential, RawIssuer, RawIssuerKind};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +29,15 @@ use std::time::Duration;
 
 /// Clock skew tolerated on token times when an issuer sets no `leeway`.
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// `server.drain_delay`: long enough for Envoy's health checks to see NOT_SERVING
+/// and move traffic away before the listeners close.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// `server.shutdown_timeout`: the longest wait for in-flight requests.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+/// `token_cache.max_bytes` below this would hold too few tokens to be worth it.
+pub const MIN_TOKEN_CACHE_BYTES: u64 = MIB;
+/// `token_cache.max_token_bytes` below this would leave ordinary JWTs uncached.
+pub const MIN_CACHED_TOKEN_BYTES: u64 = KIB;
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +86,54 @@ pub struct Config {
     pub clerk_webhook: Option<WebhookSecret>,
     /// Shared state for all replicas (`state.redis`).
     pub redis: Option<String>,
+    /// `server.drain_delay`: after SIGTERM, how long health says NOT_SERVING
+    /// while requests are still answered, before the listeners close. May be 0.
+    pub drain_delay: Duration,
+    /// `server.shutdown_timeout`: then, the longest wait for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// `server.http`: limits of the HTTP listener.
+    pub http_limits: HttpLimits,
+    /// `token_cache`: the verified-token cache's bounds.
+    pub token_cache: TokenCacheConfig,
+}
+
+/// `server.http`: limits of the HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// The longest wait for a request's headers (bounds slow clients).
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request is closed after this.
+    pub idle_timeout: Duration,
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// `token_cache`: the verified-token cache, bounded in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCacheConfig {
+    /// What all cached tokens may weigh together.
+    pub max_bytes: u64,
+    /// A token longer than this is verified every time, never cached.
+    pub max_token_bytes: usize,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 * MIB,
+            max_token_bytes: 16 * 1024,
+        }
+    }
 }
 
 /// `server.tls`: the files of the gRPC listener's TLS identity, absolute or
@@ -89,6 +150,7 @@ pub struct TlsConfig {
 }
 
 /// One validated issuer; keys from files and secrets are already loaded.
+/// Comparable, so a reload can keep what serves an unchanged issuer.
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
     pub name: String,
@@ -99,14 +161,104 @@ pub struct IssuerConfig {
     pub keys: KeySpec,
 }
 
-#[derive(Debug, Clone)]
+impl PartialEq for IssuerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        // Field by field, destructured so a new field cannot be forgotten:
+        // `ClaimRules` has no `PartialEq` of its own.
+        let IssuerConfig {
+            name,
+            kind,
+            rules,
+            algorithms,
+            credentials,
+            keys,
+        } = self;
+        let ClaimRules {
+            issuer,
+            audiences,
+            authorized_parties,
+            leeway,
+        } = rules;
+        *name == other.name
+            && *kind == other.kind
+            && *issuer == other.rules.issuer
+            && *audiences == other.rules.audiences
+            && *authorized_parties == other.rules.authorized_parties
+            && *leeway == other.rules.leeway
+            && *algorithms == other.algorithms
+            && *credentials == other.credentials
+            && *keys == other.keys
+    }
+}
+
+impl Eq for IssuerConfig {}
+
+/// Where an issuer's keys come from.
+#[derive(Clone)]
 pub enum KeySpec {
-    Static(Arc<KeySet>),
+    /// Loaded at validation, from `jwks_file` or an HMAC secret.
+    Static {
+        keys: Arc<KeySet>,
+        /// SHA-256 of what the keys were read from (the JWKS file, or the
+        /// secret), so that two loads compare without comparing keys.
+        fingerprint: [u8; 32],
+    },
+    /// Fetched from `jwks_uri` at run time.
     Remote { uri: String, timing: JwksTiming },
 }
 
+impl PartialEq for KeySpec {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KeySpec::Static { fingerprint: a, .. }, KeySpec::Static { fingerprint: b, .. }) => {
+                a == b
+            }
+            (
+                KeySpec::Remote { uri, timing },
+                KeySpec::Remote {
+                    uri: other_uri,
+                    timing: other_timing,
+                },
+            ) => uri == other_uri && timing == other_timing,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KeySpec {}
+
+impl fmt::Debug for KeySpec {
+    /// Without the fingerprint: a digest of a weak secret would let a reader of
+    /// the logs guess it offline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySpec::Static { keys, .. } => f
+                .debug_struct("Static")
+                .field("keys", keys)
+                .finish_non_exhaustive(),
+            KeySpec::Remote { uri, timing } => f
+                .debug_struct("Remote")
+                .field("uri", uri)
+                .field("timing", timing)
+                .finish(),
+        }
+    }
+}
+
+/// The fingerprint of key material read from `source` (what kind of source it
+/// is, so a JWKS and a secret of the same bytes still differ).
+fn fingerprint(source: &str, bytes: &[u8]) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(source.as_bytes());
+    context.update(&[0]);
+    context.update(bytes);
+    let mut out = [0; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
 /// What to put in the upstream request (SPEC §8).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeadersConfig {
     /// Client-sent headers under these prefixes are always removed.
     pub strip_prefixes: Vec<String>,
@@ -187,17 +339,13 @@ impl Config {
         base: &Path,
         embedded_policy: Option<&str>,
     ) -> Result<Config, Error> {
-        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!("{file}:{}", l.line()))
-                .unwrap_or_else(|| file.to_owned());
-            Error::Invalid(vec![format!("{at}: {e}")])
-        })?;
         let mut v = Validator {
             file,
             text,
             errors: Vec::new(),
+        };
+        let Some(raw) = v.read() else {
+            return Err(Error::Invalid(v.finish()));
         };
         let issuers = raw
             .issuers
@@ -231,23 +379,48 @@ impl Config {
             );
         }
         let tls = raw.server.tls.as_ref().and_then(|tls| v.tls(tls, base));
-        if raw.server.grpc_listen == raw.server.http_listen && raw.server.grpc_listen.port() != 0 {
+        let grpc_listen = v.listen(
+            "grpc_listen",
+            raw.server.grpc_listen.as_ref(),
+            raw::default_grpc_listen(),
+        );
+        let http_listen = v.listen(
+            "http_listen",
+            raw.server.http_listen.as_ref(),
+            raw::default_http_listen(),
+        );
+        if grpc_listen == http_listen && grpc_listen.port() != 0 {
             v.error(
                 &[Key::field("server"), Key::field("http_listen")],
                 "grpc_listen and http_listen must differ".into(),
             );
         }
+        let server = |key: &str| [Key::field("server"), Key::field(key)];
+        let drain_delay = v.duration(
+            &server("drain_delay"),
+            raw.server.drain_delay.as_ref(),
+            DEFAULT_DRAIN_DELAY,
+        );
+        let shutdown_timeout = v.positive_duration(
+            &server("shutdown_timeout"),
+            raw.server.shutdown_timeout.as_ref(),
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        );
+        let http_limits = v.http_limits(&raw.server.http);
+        let token_cache = v.token_cache(&raw.token_cache);
         let policy_options = LoadOptions {
             trust_domain: raw.trust_domain.clone(),
             federated_trust_domains: raw.federated_trust_domains.clone(),
         };
+        // The policy file's own errors, after the config's.
+        let mut policy_errors = Vec::new();
         let (policy_file, policy) = match (&raw.policy, embedded_policy) {
             (Some(p), _) => {
                 let path = base.join(p);
                 match Policy::load(&path, &policy_options) {
                     Ok(policy) => (Some(path), Some(policy)),
                     Err(e) => {
-                        v.errors.extend(e.errors());
+                        policy_errors = e.errors();
                         (Some(path), None)
                     }
                 }
@@ -255,7 +428,7 @@ impl Config {
             (None, Some(text)) => match Policy::parse("<embedded policy>", text, &policy_options) {
                 Ok(policy) => (None, Some(policy)),
                 Err(e) => {
-                    v.errors.extend(e.errors());
+                    policy_errors = e.errors();
                     (None, None)
                 }
             },
@@ -267,10 +440,12 @@ impl Config {
                 (None, None)
             }
         };
-        match (v.errors.is_empty(), policy, mtls) {
+        let mut errors = v.finish();
+        errors.append(&mut policy_errors);
+        match (errors.is_empty(), policy, mtls) {
             (true, Some(policy), Some(mtls)) => Ok(Config {
-                grpc_listen: raw.server.grpc_listen,
-                http_listen: raw.server.http_listen,
+                grpc_listen,
+                http_listen,
                 tls,
                 trust_domain: raw.trust_domain,
                 source_file: None,
@@ -284,8 +459,12 @@ impl Config {
                 users,
                 clerk_webhook,
                 redis,
+                drain_delay,
+                shutdown_timeout,
+                http_limits,
+                token_cache,
             }),
-            _ => Err(Error::Invalid(v.errors)),
+            _ => Err(Error::Invalid(errors)),
         }
     }
 }
@@ -293,22 +472,125 @@ impl Config {
 struct Validator<'a> {
     file: &'a str,
     text: &'a str,
-    errors: Vec<String>,
+    /// Each error with its line, if it has one.
+    errors: Vec<(Option<usize>, String)>,
 }
 
 impl Validator<'_> {
     fn error(&mut self, path: &[Key], message: String) {
-        let at = match line_of(self.text, path) {
+        let line = line_of(self.text, path);
+        self.push(line, format!("{}: {message}", render(path)));
+    }
+
+    fn push(&mut self, line: Option<usize>, message: String) {
+        let at = match line {
             Some(line) => format!("{}:{line}", self.file),
             None => self.file.to_owned(),
         };
+        self.errors.push((line, format!("{at}: {message}")));
+    }
+
+    /// The errors in the order of the file; those without a line last.
+    fn finish(mut self) -> Vec<String> {
         self.errors
-            .push(format!("{at}: {}: {message}", render(path)));
+            .sort_by_key(|(line, _)| line.unwrap_or(usize::MAX));
+        self.errors.into_iter().map(|(_, error)| error).collect()
+    }
+
+    /// Reads the text into its raw shape, reporting every unknown key. `None`
+    /// when the text is not that shape at all (a YAML syntax error, a section
+    /// of the wrong type): that error, with its line, ends the check.
+    fn read(&mut self) -> Option<RawConfig> {
+        let mut unknown = Vec::new();
+        let read: Result<RawConfig, _> =
+            serde_ignored::deserialize(serde_yaml_ng::Deserializer::from_str(self.text), |path| {
+                unknown.push(crate::yaml::keys_of(&path))
+            });
+        for path in unknown {
+            let message = match path.split_last() {
+                Some((Key::Field(name), parent)) => {
+                    let expected = raw::keys_at(parent);
+                    if expected.is_empty() {
+                        format!("unknown field `{name}`: remove it")
+                    } else {
+                        let expected: Vec<String> =
+                            expected.iter().map(|key| format!("`{key}`")).collect();
+                        format!(
+                            "unknown field `{name}`: remove it, or use one of {}",
+                            expected.join(", ")
+                        )
+                    }
+                }
+                _ => "unexpected value: remove it".to_owned(),
+            };
+            self.error(&path, message);
+        }
+        match read {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                self.push(
+                    e.location().map(|l| l.line()),
+                    format!("{e} (the rest of the config was not checked: fix this first)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A leaf value, or its error reported at `path`.
+    fn value<T: Clone>(&mut self, path: &[Key], checked: &Checked<T>) -> Option<T> {
+        match &checked.0 {
+            Ok(value) => Some(value.clone()),
+            Err(why) => {
+                self.error(path, why.clone());
+                None
+            }
+        }
+    }
+
+    /// `server.<key>`: a listen address.
+    fn listen(
+        &mut self,
+        key: &str,
+        checked: Option<&Checked<SocketAddr>>,
+        default: SocketAddr,
+    ) -> SocketAddr {
+        match checked.map(|c| &c.0) {
+            None => default,
+            Some(Ok(addr)) => *addr,
+            Some(Err(why)) => {
+                self.error(
+                    &[Key::field("server"), Key::field(key)],
+                    format!("{why}: write IP:PORT, e.g. {default}"),
+                );
+                default
+            }
+        }
     }
 
     fn issuer(&mut self, i: usize, raw: &RawIssuer, base: &Path) -> Option<IssuerConfig> {
         let at = |key: &str| vec![Key::field("issuers"), Key::Index(i), Key::field(key)];
         let before = self.errors.len();
+        let kind = match &raw.kind {
+            Some(kind) => self.value(&at("kind"), kind),
+            None => {
+                self.error(
+                    &at("kind"),
+                    "`kind` is required: user (end-user tokens) or service (JWT-SVIDs)".into(),
+                );
+                None
+            }
+        };
+        let algorithms: Vec<Algorithm> = raw
+            .algorithms
+            .iter()
+            .enumerate()
+            .filter_map(|(j, alg)| {
+                let mut path = at("algorithms");
+                path.push(Key::Index(j));
+                self.value(&path, alg)
+            })
+            .collect();
         if raw.name.trim().is_empty() {
             self.error(&at("name"), "every issuer needs a name".into());
         }
@@ -324,12 +606,10 @@ impl Validator<'_> {
                 "list the algorithms this issuer signs with, e.g. [RS256]".into(),
             );
         }
-        let hmac = raw
-            .algorithms
+        let hmac = algorithms
             .iter()
             .any(|a| a.family() == crate::identity::algorithm::KeyFamily::Hmac);
-        let asymmetric = raw
-            .algorithms
+        let asymmetric = algorithms
             .iter()
             .any(|a| a.family() != crate::identity::algorithm::KeyFamily::Hmac);
         let sources = [
@@ -361,10 +641,9 @@ impl Validator<'_> {
         if !secret && hmac {
             self.error(&at("algorithms"), "HS256/384/512 need a shared secret (secret_env or secret_file), never a JWKS: a public key used as an HMAC secret is the classic algorithm-confusion attack".into());
         }
-        if raw.kind == RawIssuerKind::Service {
+        if kind == Some(RawIssuerKind::Service) {
             // JWT-SVID shape (SPEC §4): asymmetric algorithms only, `aud` required.
-            if raw
-                .algorithms
+            if algorithms
                 .iter()
                 .any(|a| !east_west::is_jwt_svid_algorithm(*a))
             {
@@ -378,7 +657,7 @@ impl Validator<'_> {
                 self.error(&at("audiences"), "service tokens must name their audience: list ours, e.g. [spiffe://example.org]".into());
             }
         }
-        let leeway = self.duration(&at("leeway"), &raw.leeway, DEFAULT_LEEWAY);
+        let leeway = self.duration(&at("leeway"), raw.leeway.as_ref(), DEFAULT_LEEWAY);
         let credentials = match &raw.credentials {
             None => vec![Credential::Header {
                 name: "authorization".into(),
@@ -403,15 +682,19 @@ impl Validator<'_> {
             let timing = JwksTiming {
                 default_ttl: self.duration(
                     &at("jwks_refresh"),
-                    &raw.jwks_refresh,
+                    raw.jwks_refresh.as_ref(),
                     defaults.default_ttl,
                 ),
                 min_refetch: self.duration(
                     &at("jwks_min_refetch"),
-                    &raw.jwks_min_refetch,
+                    raw.jwks_min_refetch.as_ref(),
                     defaults.min_refetch,
                 ),
-                timeout: self.duration(&at("jwks_timeout"), &raw.jwks_timeout, defaults.timeout),
+                timeout: self.duration(
+                    &at("jwks_timeout"),
+                    raw.jwks_timeout.as_ref(),
+                    defaults.timeout,
+                ),
             };
             KeySpec::Remote {
                 uri: uri.clone(),
@@ -421,8 +704,8 @@ impl Validator<'_> {
             let path = base.join(file);
             let loaded = std::fs::read(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|bytes| KeySet::from_jwks(&bytes).map_err(|e| e.to_string()))
-                .and_then(|(set, skipped)| {
+                .and_then(|bytes| {
+                    let (set, skipped) = KeySet::from_jwks(&bytes).map_err(|e| e.to_string())?;
                     if set.is_empty() {
                         Err(format!(
                             "no usable key in {} ({})",
@@ -430,11 +713,14 @@ impl Validator<'_> {
                             skipped.join("; ")
                         ))
                     } else {
-                        Ok(set)
+                        Ok(KeySpec::Static {
+                            keys: Arc::new(set),
+                            fingerprint: fingerprint("jwks", &bytes),
+                        })
                     }
                 });
             match loaded {
-                Ok(set) => KeySpec::Static(Arc::new(set)),
+                Ok(spec) => spec,
                 Err(why) => {
                     self.error(&at("jwks_file"), why);
                     return None;
@@ -465,8 +751,15 @@ impl Validator<'_> {
                 }
                 _ => return None,
             };
-            match secret.and_then(|s| VerificationKey::hmac(&s).map_err(|e| e.to_string())) {
-                Ok(key) => KeySpec::Static(Arc::new(KeySet::new(vec![key]))),
+            let loaded = secret.and_then(|s| {
+                let key = VerificationKey::hmac(&s).map_err(|e| e.to_string())?;
+                Ok(KeySpec::Static {
+                    keys: Arc::new(KeySet::new(vec![key])),
+                    fingerprint: fingerprint("hmac", &s),
+                })
+            });
+            match loaded {
+                Ok(spec) => spec,
                 Err(why) => {
                     self.error(&at(key), why);
                     return None;
@@ -478,7 +771,7 @@ impl Validator<'_> {
         }
         Some(IssuerConfig {
             name: raw.name.clone(),
-            kind: match raw.kind {
+            kind: match kind? {
                 RawIssuerKind::User => IssuerKind::User,
                 RawIssuerKind::Service => IssuerKind::Service,
             },
@@ -488,7 +781,7 @@ impl Validator<'_> {
                 authorized_parties: raw.authorized_parties.clone(),
                 leeway,
             },
-            algorithms: raw.algorithms.clone(),
+            algorithms,
             credentials,
             keys,
         })
@@ -497,6 +790,27 @@ impl Validator<'_> {
     /// `server.tls`: every file readable, and together a usable TLS identity.
     fn tls(&mut self, raw: &raw::RawTls, base: &Path) -> Option<TlsConfig> {
         let at = |key: &str| [Key::field("server"), Key::field("tls"), Key::field(key)];
+        let mut given = true;
+        for (key, path, what) in [
+            (
+                "cert",
+                &raw.cert,
+                "the certificate chain, e.g. certs/portcullis/chain.pem",
+            ),
+            (
+                "key",
+                &raw.key,
+                "its private key, e.g. certs/portcullis/key.pem",
+            ),
+        ] {
+            if path.is_empty() {
+                given = false;
+                self.error(&at(key), format!("`{key}` is required: {what}"));
+            }
+        }
+        if !given {
+            return None;
+        }
         let config = TlsConfig {
             cert: base.join(&raw.cert),
             key: base.join(&raw.key),
@@ -529,14 +843,113 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, path: &[Key], text: &Option<String>, default: Duration) -> Duration {
-        match text.as_deref().map(str::parse::<ConfigDuration>) {
-            None => default,
-            Some(Ok(d)) => d.0,
-            Some(Err(e)) => {
-                self.error(path, e.to_string());
-                default
+    fn duration(
+        &mut self,
+        path: &[Key],
+        checked: Option<&Checked<ConfigDuration>>,
+        default: Duration,
+    ) -> Duration {
+        checked
+            .and_then(|c| self.value(path, c))
+            .map_or(default, |d| d.0)
+    }
+
+    /// A duration where zero makes no sense.
+    fn positive_duration(
+        &mut self,
+        path: &[Key],
+        checked: Option<&Checked<ConfigDuration>>,
+        default: Duration,
+    ) -> Duration {
+        let duration = self.duration(path, checked, default);
+        if duration.is_zero() {
+            self.error(
+                path,
+                format!("must be longer than zero (the default is {default:?})"),
+            );
+        }
+        duration
+    }
+
+    /// `server.http`.
+    fn http_limits(&mut self, raw: &raw::RawHttp) -> HttpLimits {
+        let at = |key: &str| [Key::field("server"), Key::field("http"), Key::field(key)];
+        let defaults = HttpLimits::default();
+        let limits = HttpLimits {
+            header_read_timeout: self.positive_duration(
+                &at("header_read_timeout"),
+                raw.header_read_timeout.as_ref(),
+                defaults.header_read_timeout,
+            ),
+            idle_timeout: self.positive_duration(
+                &at("idle_timeout"),
+                raw.idle_timeout.as_ref(),
+                defaults.idle_timeout,
+            ),
+            max_connections: raw
+                .max_connections
+                .as_ref()
+                .and_then(|c| self.value(&at("max_connections"), c))
+                .unwrap_or(defaults.max_connections),
+        };
+        if limits.max_connections == 0 {
+            self.error(
+                &at("max_connections"),
+                format!(
+                    "must be at least 1 (the default is {})",
+                    defaults.max_connections
+                ),
+            );
+        }
+        limits
+    }
+
+    /// `token_cache`.
+    fn token_cache(&mut self, raw: &raw::RawTokenCache) -> TokenCacheConfig {
+        let at = |key: &str| [Key::field("token_cache"), Key::field(key)];
+        let defaults = TokenCacheConfig::default();
+        let mut size = |key: &str, checked: Option<&Checked<ByteSize>>, default: u64, min: u64| {
+            let size = checked
+                .and_then(|c| self.value(&at(key), c))
+                .map_or(default, |b| b.0);
+            if size < min {
+                self.error(
+                    &at(key),
+                    format!(
+                        "{} is too small: at least {} (the default is {})",
+                        ByteSize(size),
+                        ByteSize(min),
+                        ByteSize(default)
+                    ),
+                );
             }
+            size
+        };
+        let max_bytes = size(
+            "max_bytes",
+            raw.max_bytes.as_ref(),
+            defaults.max_bytes,
+            MIN_TOKEN_CACHE_BYTES,
+        );
+        let max_token_bytes = size(
+            "max_token_bytes",
+            raw.max_token_bytes.as_ref(),
+            defaults.max_token_bytes as u64,
+            MIN_CACHED_TOKEN_BYTES,
+        );
+        let max_token_bytes = usize::try_from(max_token_bytes).unwrap_or_else(|_| {
+            self.error(
+                &at("max_token_bytes"),
+                format!(
+                    "{} does not fit this machine's memory",
+                    ByteSize(max_token_bytes)
+                ),
+            );
+            defaults.max_token_bytes
+        });
+        TokenCacheConfig {
+            max_bytes,
+            max_token_bytes,
         }
     }
 
@@ -593,12 +1006,17 @@ impl Validator<'_> {
                 format!("{:?} is not a lower-case header name", raw.request_id),
             );
         }
+        let internal_token = raw
+            .internal_token
+            .as_ref()
+            .and_then(|c| self.value(&[Key::field("headers"), Key::field("internal_token")], c))
+            .unwrap_or(false);
         HeadersConfig {
             strip_prefixes: raw.strip_prefixes.clone(),
             user,
             service,
             request_id: raw.request_id.clone(),
-            internal_token: raw.internal_token,
+            internal_token,
         }
     }
 
@@ -635,22 +1053,27 @@ impl Validator<'_> {
             query: raw.query.clone(),
             ttl: self.duration(
                 &cache_key("ttl"),
-                &cache.and_then(|c| c.ttl.clone()),
+                cache.and_then(|c| c.ttl.as_ref()),
                 defaults.ttl,
             ),
             negative_ttl: self.duration(
                 &cache_key("negative_ttl"),
-                &cache.and_then(|c| c.negative_ttl.clone()),
+                cache.and_then(|c| c.negative_ttl.as_ref()),
                 defaults.negative_ttl,
             ),
             max_entries: cache
-                .and_then(|c| c.max_entries)
+                .and_then(|c| c.max_entries.as_ref())
+                .and_then(|m| self.value(&cache_key("max_entries"), m))
                 .unwrap_or(defaults.max_entries),
-            on_unknown: match raw.on_unknown {
+            on_unknown: match raw
+                .on_unknown
+                .as_ref()
+                .and_then(|o| self.value(&at("on_unknown"), o))
+            {
                 None | Some(raw::RawOnUnknown::Deny) => OnUnknown::Deny,
                 Some(raw::RawOnUnknown::Claims) => OnUnknown::Claims,
             },
-            timeout: self.duration(&at("timeout"), &raw.timeout, defaults.timeout),
+            timeout: self.duration(&at("timeout"), raw.timeout.as_ref(), defaults.timeout),
         }
     }
 

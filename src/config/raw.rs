@@ -1,13 +1,66 @@
-//! The YAML shape of `portcullis.yaml` (SPEC §3), as serde reads it. Unknown keys
-//! are errors everywhere. Validation into [`super::Config`] happens in `mod.rs`.
+//! The YAML shape of `portcullis.yaml`, as serde reads it, shaped so that one
+//! read finds every problem: unknown keys are collected (by `serde_ignored`, in
+//! `mod.rs`) rather than refused, and typed leaves are [`Checked`], so a bad
+//! value is one error among all rather than the end of the parse. Validation
+//! into [`super::Config`] happens in `mod.rs`.
 
+use super::byte_size::ByteSize;
+use super::duration::ConfigDuration;
 use crate::identity::Algorithm;
+use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// A leaf value as read: what it parsed to, or why not. Read through a YAML
+/// value, so a value of the wrong type or shape fails alone, and the validator
+/// reports it with its key path and line.
+#[derive(Debug, Clone)]
+pub struct Checked<T>(pub Result<T, String>);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_yaml_ng::Value::deserialize(deserializer)?;
+        Ok(Checked(T::deserialize(value).map_err(|e| e.to_string())))
+    }
+}
+
+/// Deserializes a scalar written as text or as a number (`30s`, `32MiB`,
+/// `4096`) through `T`'s `FromStr`, whose error tells what to write.
+pub(super) fn from_text<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    struct Text;
+    impl Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a scalar such as 30s or 32MiB")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    deserializer
+        .deserialize_any(Text)?
+        .parse()
+        .map_err(de::Error::custom)
+}
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
@@ -32,42 +85,59 @@ pub struct RawConfig {
     pub webhooks: RawWebhooks,
     #[serde(default)]
     pub state: RawState,
+    /// The verified-token cache.
+    #[serde(default)]
+    pub token_cache: RawTokenCache,
 }
 
 fn default_trust_domain() -> String {
     "example.org".into()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, Default)]
 pub struct RawServer {
-    #[serde(default = "default_grpc_listen")]
-    pub grpc_listen: SocketAddr,
-    #[serde(default = "default_http_listen")]
-    pub http_listen: SocketAddr,
+    pub grpc_listen: Option<Checked<SocketAddr>>,
+    pub http_listen: Option<Checked<SocketAddr>>,
     pub tls: Option<RawTls>,
+    /// After SIGTERM: how long health says NOT_SERVING while requests are still
+    /// answered, before the listeners close.
+    pub drain_delay: Option<Checked<ConfigDuration>>,
+    /// Then: the longest wait for in-flight requests.
+    pub shutdown_timeout: Option<Checked<ConfigDuration>>,
+    /// Limits of the HTTP listener.
+    #[serde(default)]
+    pub http: RawHttp,
 }
 
 /// `server.tls`: TLS on the gRPC listener. Paths are relative to the config file.
+/// `cert` and `key` are required; missing, they are empty, and reported.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// The server certificate chain (PEM: leaf first).
+    #[serde(default)]
     pub cert: String,
     /// Its private key (PEM).
+    #[serde(default)]
     pub key: String,
     /// When set, clients must present a certificate chaining to these roots.
     pub client_ca: Option<String>,
 }
 
-impl Default for RawServer {
-    fn default() -> Self {
-        Self {
-            grpc_listen: default_grpc_listen(),
-            http_listen: default_http_listen(),
-            tls: None,
-        }
-    }
+/// `server.http`: limits of the HTTP listener.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawHttp {
+    pub header_read_timeout: Option<Checked<ConfigDuration>>,
+    /// A keep-alive connection with no request is closed after this.
+    pub idle_timeout: Option<Checked<ConfigDuration>>,
+    pub max_connections: Option<Checked<usize>>,
+}
+
+/// `token_cache:` — the verified-token cache, bounded in bytes.
+#[derive(Debug, Deserialize, Default)]
+pub struct RawTokenCache {
+    pub max_bytes: Option<Checked<ByteSize>>,
+    /// A longer token is verified every time, never cached.
+    pub max_token_bytes: Option<Checked<ByteSize>>,
 }
 
 pub fn default_grpc_listen() -> SocketAddr {
@@ -85,35 +155,36 @@ pub enum RawIssuerKind {
     Service,
 }
 
+/// One of `issuers:`. `name`, `kind`, `issuer` and `algorithms` are required;
+/// missing, they are empty (or `None`), and the validator says so.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawIssuer {
+    #[serde(default)]
     pub name: String,
-    pub kind: RawIssuerKind,
+    pub kind: Option<Checked<RawIssuerKind>>,
+    #[serde(default)]
     pub issuer: String,
     pub jwks_uri: Option<String>,
     pub jwks_file: Option<String>,
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
-    pub algorithms: Vec<Algorithm>,
+    #[serde(default)]
+    pub algorithms: Vec<Checked<Algorithm>>,
     #[serde(default)]
     pub audiences: Vec<String>,
     #[serde(default)]
     pub authorized_parties: Vec<String>,
-    /// Durations are kept as text and parsed in validation, where the error can
-    /// name its exact line.
-    pub leeway: Option<String>,
+    pub leeway: Option<Checked<ConfigDuration>>,
     pub credentials: Option<Vec<RawCredential>>,
     /// Refresh interval of `jwks_uri` when the response has no `max-age`.
-    pub jwks_refresh: Option<String>,
+    pub jwks_refresh: Option<Checked<ConfigDuration>>,
     /// Minimum interval between unknown-`kid` refetches (SPEC §4: 30 s).
-    pub jwks_min_refetch: Option<String>,
+    pub jwks_min_refetch: Option<Checked<ConfigDuration>>,
     /// Timeout of one JWKS fetch.
-    pub jwks_timeout: Option<String>,
+    pub jwks_timeout: Option<Checked<ConfigDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawCredential {
     pub header: Option<String>,
     /// For `header`: the scheme prefix; defaults to `Bearer ` for `authorization`.
@@ -123,23 +194,21 @@ pub struct RawCredential {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawUsers {
     #[serde(default = "default_source")]
     pub source: String,
     pub query: Option<String>,
     pub cache: Option<RawUserCache>,
-    pub on_unknown: Option<RawOnUnknown>,
+    pub on_unknown: Option<Checked<RawOnUnknown>>,
     /// Timeout of one directory lookup (default 2s).
-    pub timeout: Option<String>,
+    pub timeout: Option<Checked<ConfigDuration>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawUserCache {
-    pub ttl: Option<String>,
-    pub negative_ttl: Option<String>,
-    pub max_entries: Option<u64>,
+    pub ttl: Option<Checked<ConfigDuration>>,
+    pub negative_ttl: Option<Checked<ConfigDuration>>,
+    pub max_entries: Option<Checked<u64>>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
@@ -151,13 +220,11 @@ pub enum RawOnUnknown {
 
 /// `webhooks:` — senders whose Svix signatures portcullis verifies.
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawWebhooks {
     pub clerk: Option<RawWebhook>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
@@ -165,7 +232,6 @@ pub struct RawWebhook {
 
 /// `state:` — shared by all replicas.
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct RawState {
     pub redis: Option<String>,
 }
@@ -187,7 +253,6 @@ impl Default for RawUsers {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHeaders {
     #[serde(default = "default_strip_prefixes")]
     pub strip_prefixes: Vec<String>,
@@ -197,8 +262,7 @@ pub struct RawHeaders {
     pub service: BTreeMap<String, String>,
     #[serde(default = "default_request_id")]
     pub request_id: String,
-    #[serde(default)]
-    pub internal_token: bool,
+    pub internal_token: Option<Checked<bool>>,
 }
 
 impl Default for RawHeaders {
@@ -208,7 +272,7 @@ impl Default for RawHeaders {
             user: default_user_headers(),
             service: default_service_headers(),
             request_id: default_request_id(),
-            internal_token: false,
+            internal_token: None,
         }
     }
 }
@@ -239,4 +303,78 @@ fn default_service_headers() -> BTreeMap<String, String> {
 
 fn default_request_id() -> String {
     "x-request-id".into()
+}
+
+/// The keys a mapping at `path` may hold, for naming them beside an unknown one;
+/// empty where the path is not a section of ours.
+pub fn keys_at(path: &[crate::yaml::Key]) -> &'static [&'static str] {
+    use super::east_west::{RawMtls, RawTokens};
+    use crate::yaml::Key;
+    let names: Vec<&str> = path
+        .iter()
+        .filter_map(|key| match key {
+            Key::Field(name) => Some(name.as_str()),
+            Key::Index(_) => None,
+        })
+        .collect();
+    match names[..] {
+        [] => fields_of::<RawConfig>(),
+        ["server"] => fields_of::<RawServer>(),
+        ["server", "tls"] => fields_of::<RawTls>(),
+        ["server", "http"] => fields_of::<RawHttp>(),
+        ["issuers"] => fields_of::<RawIssuer>(),
+        ["issuers", "credentials"] => fields_of::<RawCredential>(),
+        ["users"] => fields_of::<RawUsers>(),
+        ["users", "cache"] => fields_of::<RawUserCache>(),
+        ["headers"] => fields_of::<RawHeaders>(),
+        ["mtls"] => fields_of::<RawMtls>(),
+        ["tokens"] => fields_of::<RawTokens>(),
+        ["webhooks"] => fields_of::<RawWebhooks>(),
+        ["webhooks", "clerk"] => fields_of::<RawWebhook>(),
+        ["state"] => fields_of::<RawState>(),
+        ["token_cache"] => fields_of::<RawTokenCache>(),
+        _ => &[],
+    }
+}
+
+/// The field names of a derived struct: what its `Deserialize` asks a
+/// deserializer for, caught by one that only listens.
+fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Fields(&'static [&'static str]);
+    impl fmt::Display for Fields {
+        fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+    impl std::error::Error for Fields {}
+    impl de::Error for Fields {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Fields(&[])
+        }
+    }
+    struct Listener;
+    impl<'de> Deserializer<'de> for Listener {
+        type Error = Fields;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(&[]))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    match T::deserialize(Listener) {
+        Ok(_) => &[],
+        Err(Fields(fields)) => fields,
+    }
 }

@@ -10,6 +10,7 @@
 mod http;
 mod sql;
 
+use crate::clock::{millis, Clock, ExpiringSet};
 use crate::metrics::{Metrics, ResultLabels};
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -108,12 +109,13 @@ impl Backend {
 /// allocation, parsed per check: SPEC §11's 100,000 users fit in a few MiB).
 #[derive(Clone)]
 enum Cached {
+    /// `until`: milliseconds since the epoch, by the directory's clock.
     Found {
         row: Arc<str>,
-        until: Instant,
+        until: u64,
     },
     Unknown {
-        until: Instant,
+        until: u64,
     },
     /// The backend failed: the lookups waiting on this query share the error;
     /// the next lookup queries again.
@@ -121,7 +123,7 @@ enum Cached {
 }
 
 impl Cached {
-    fn fresh(&self, now: Instant) -> bool {
+    fn fresh(&self, now: u64) -> bool {
         match self {
             Cached::Found { until, .. } | Cached::Unknown { until } => now < *until,
             Cached::Failed(_) => false,
@@ -130,8 +132,13 @@ impl Cached {
 }
 
 /// How long a `user.deleted` tombstone is remembered while the backend still has
-/// the user (the app deletes the row when it handles the same webhook).
-const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// the user (the app deletes the row when it handles the same webhook), and,
+/// with `users.source: claims`, while the user's tokens may still be presented.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Users deleted by a `user.deleted` webhook, by subject. Owned by the runtime:
+/// it outlives config reloads and every directory built by them.
+pub type Tombstones = ExpiringSet;
 
 /// The directory with its cache.
 pub struct UserDirectory {
@@ -140,14 +147,31 @@ pub struct UserDirectory {
     /// Keyed by subject. Concurrent lookups of one subject wait on one query
     /// (the cache's placeholder guard).
     cache: quick_cache::sync::Cache<Arc<str>, Cached>,
-    tombstones: moka::sync::Cache<String, ()>,
+    tombstones: Arc<Tombstones>,
     metrics: Arc<Metrics>,
+    clock: Clock,
 }
 
 impl UserDirectory {
-    /// Opens the backend. SQL pools connect lazily: start never blocks on the
-    /// database; readiness ([`UserDirectory::ping`]) and lookups find out.
+    /// Opens the backend with tombstones of its own and the system clock.
     pub fn open(config: DirectoryConfig, metrics: Arc<Metrics>) -> Result<Self, DirectoryError> {
+        let tombstones = Arc::new(Tombstones::new(
+            usize::try_from(config.max_entries).unwrap_or(usize::MAX),
+            Clock::System,
+        ));
+        Self::open_with(config, metrics, tombstones, Clock::System)
+    }
+
+    /// Opens the backend, judging tombstones by `tombstones` (shared with the
+    /// runtime) and TTLs by `clock`. SQL pools connect lazily: start never
+    /// blocks on the database; readiness ([`UserDirectory::ping`]) and lookups
+    /// find out.
+    pub fn open_with(
+        config: DirectoryConfig,
+        metrics: Arc<Metrics>,
+        tombstones: Arc<Tombstones>,
+        clock: Clock,
+    ) -> Result<Self, DirectoryError> {
         let backend = match &config.source {
             Source::Claims => Backend::Claims,
             Source::Sqlite(_) | Source::Postgres(_) => Backend::Sql(SqlBackend::open(&config)?),
@@ -159,12 +183,10 @@ impl UserDirectory {
         Ok(Self {
             backend,
             cache,
-            tombstones: moka::sync::Cache::builder()
-                .max_capacity(config.max_entries)
-                .time_to_live(TOMBSTONE_TTL)
-                .build(),
+            tombstones,
             config,
             metrics,
+            clock,
         })
     }
 
@@ -180,7 +202,7 @@ impl UserDirectory {
     /// Looks `subject` up through the cache. Concurrent lookups of one uncached
     /// subject share one backend query.
     pub async fn lookup(&self, subject: &Arc<str>) -> Result<Lookup, DirectoryError> {
-        let now = Instant::now();
+        let now = self.clock.unix_millis();
         let cached = match self.cache.get(subject) {
             Some(hit) if hit.fresh(now) => {
                 self.metrics.cache_lookup("user", true);
@@ -207,7 +229,7 @@ impl UserDirectory {
                 }
             }
         };
-        let tombstoned = self.tombstones.contains_key(subject.as_ref());
+        let tombstoned = self.tombstones.contains(subject);
         Ok(match cached {
             Cached::Failed(e) => return Err(e),
             Cached::Found { .. } if tombstoned => Lookup::Deleted,
@@ -215,10 +237,15 @@ impl UserDirectory {
                 serde_json::from_str(&row)
                     .map_err(|e| DirectoryError(format!("a cached row does not parse: {e}")))?,
             ),
+            // With `on_unknown: claims` an unknown user still passes on its
+            // token's claims: a deleted one must not, until the tombstone ends.
+            Cached::Unknown { .. } if tombstoned && self.config.on_unknown == OnUnknown::Claims => {
+                Lookup::Deleted
+            }
             Cached::Unknown { .. } => {
                 if tombstoned {
                     // The backend caught up with the deletion.
-                    self.tombstones.invalidate(subject.as_ref());
+                    self.tombstones.remove(subject);
                 }
                 Lookup::Unknown
             }
@@ -243,14 +270,14 @@ impl UserDirectory {
             .directory_queries
             .get_or_create(&ResultLabels { result: label })
             .inc();
-        let now = Instant::now();
+        let now = self.clock.unix_millis();
         match result {
             Ok(Some(fields)) => Cached::Found {
                 row: Value::Object(fields).to_string().into(),
-                until: now + self.config.ttl,
+                until: now.saturating_add(millis(self.config.ttl)),
             },
             Ok(None) => Cached::Unknown {
-                until: now + self.config.negative_ttl,
+                until: now.saturating_add(millis(self.config.negative_ttl)),
             },
             Err(e) => {
                 tracing::warn!(error = %e.0, "user directory lookup failed");
@@ -268,8 +295,14 @@ impl UserDirectory {
     /// Marks `subject` deleted (a `user.deleted` webhook): refused at once, until
     /// the backend no longer has the user.
     pub async fn tombstone(&self, subject: &str) {
-        self.tombstones.insert(subject.to_owned(), ());
+        self.tombstones.insert(subject, TOMBSTONE_TTL);
         self.cache.remove(subject);
+    }
+
+    /// Whether a `user.deleted` webhook refused `subject` (for `source: claims`,
+    /// which never looks users up).
+    pub fn is_tombstoned(&self, subject: &str) -> bool {
+        self.tombstones.contains(subject)
     }
 
     /// Whether the backend answers (readiness).

@@ -3,8 +3,11 @@
 //! `/v1/token/exchange`). Handlers only convert; decisions and status come from
 //! the shared core.
 
+mod listener;
 mod tokens;
 mod webhooks;
+
+pub use listener::serve;
 
 use crate::authorizer::Authorizer;
 use crate::status::Status;
@@ -23,13 +26,21 @@ pub fn router(authorizer: Arc<Authorizer>) -> Router {
             axum::routing::post(webhooks::clerk)
                 .layer(axum::extract::DefaultBodyLimit::max(webhooks::MAX_BODY)),
         )
+        // Nothing but webhooks takes a body of any size.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(authorizer)
 }
+
+/// The largest body any route but `/webhooks/clerk` reads (a token exchange
+/// sends none).
+const MAX_BODY: usize = 16 * 1024;
 
 async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
+/// Ready when every dependency a decision needs is loaded, and not draining
+/// (after SIGTERM it answers 503 at once so endpoints move traffic away).
 async fn readyz(State(authorizer): State<Arc<Authorizer>>) -> impl IntoResponse {
     let status = Status::of(&authorizer).await;
     let code = if status.ready {

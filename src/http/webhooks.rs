@@ -7,7 +7,6 @@
 
 use crate::authorizer::Authorizer;
 use crate::identity::svix::{SvixHeaders, WebhookError};
-use crate::identity::token_cache::unix_now;
 use crate::metrics::WebhookLabels;
 use crate::state::DirectoryEvent;
 use axum::body::Bytes;
@@ -67,7 +66,7 @@ pub async fn clerk(
         timestamp: header("svix-timestamp"),
         signature: header("svix-signature"),
     };
-    let id = match secret.verify(svix, &body, unix_now()) {
+    let id = match secret.verify(svix, &body, engine.clock().unix_secs()) {
         Ok(id) => id.to_owned(),
         Err(e) => {
             count("rejected");
@@ -84,7 +83,7 @@ pub async fn clerk(
         }
     };
     // Only a verified delivery may claim an id, so a forger cannot burn one.
-    if seen.contains_key(&id) {
+    if seen.contains(&id) {
         count("replay");
         tracing::info!(svix_id = %id, "Clerk webhook replay refused");
         return answer(
@@ -104,7 +103,14 @@ pub async fn clerk(
             );
         }
     };
-    seen.insert(id.clone(), ());
+    if !seen.insert_new(&id, crate::runtime::WEBHOOK_ID_TTL) {
+        count("replay");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            "replay",
+            "this svix-id was already delivered",
+        );
+    }
     let subject = event.data.and_then(|d| d.id);
     let directory_event = match (event.kind.as_str(), subject) {
         ("user.updated", Some(sub)) => Some(DirectoryEvent::Evict { sub }),

@@ -235,6 +235,7 @@ mod tests {
             subject: sub.into(),
             expires_at: u64::MAX,
             payload: None,
+            generation: 0,
         }
     }
 

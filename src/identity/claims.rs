@@ -2,7 +2,8 @@
 //! `nbf`/`iat` honoured, all with the issuer's leeway; `iss` exact; `aud` any-of;
 //! `azp` allow-list. Only the registered claims are read (borrowed from the
 //! payload, no map built): the rest of the claims are parsed only if a rule or
-//! header asks for them.
+//! header asks for them, and are first checked (in one pass, no map) to name no
+//! member twice, so that later parse cannot pick one of two values.
 
 use super::error::TokenError;
 use serde::Deserialize;
@@ -25,8 +26,9 @@ pub struct ClaimRules {
 
 /// The registered claims of a payload, each as the raw JSON it was written as:
 /// `null` is kept apart from absent, and a wrongly typed claim is refused by
-/// name rather than failing the whole payload. A claim named twice makes the
-/// payload malformed (RFC 7519 §4: no guessing which one counts).
+/// name rather than failing the whole payload. Any member named twice, at any
+/// depth and whatever its name, makes the payload malformed (RFC 7519 §4: no
+/// guessing which one counts).
 #[derive(Debug, Deserialize)]
 pub struct RegisteredClaims<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
@@ -57,6 +59,10 @@ impl<'a> RegisteredClaims<'a> {
         if !payload.trim_start().starts_with('{') {
             return Err(TokenError::Malformed("the payload is not a JSON object"));
         }
+        // The derived reader refuses only a repeated registered claim; a custom
+        // claim (`role`) named twice would be read last-wins when the claims are
+        // parsed for a rule or a header, long after this check.
+        super::jws::refuse_duplicate_names(payload.as_bytes(), "the payload is not a JSON object")?;
         serde_json::from_str(payload)
             .map_err(|_| TokenError::Malformed("the payload is not a JSON object"))
     }
@@ -337,5 +343,73 @@ mod tests {
             RegisteredClaims::parse(r#"{"sub":""}"#).unwrap().sub(),
             Err(TokenError::MissingClaim("sub"))
         );
+    }
+
+    #[test]
+    fn a_member_named_twice_anywhere_is_refused() {
+        const TWICE: TokenError = TokenError::Malformed("a JSON member name appears twice");
+        let head = r#""iss":"https://clerk.example.com","exp":1800000060,"sub":"u""#;
+        let many: String = (0..40).map(|i| format!(r#","c{i}":{i}"#)).collect();
+        let cases: &[(&str, String, Result<(), TokenError>)] = &[
+            (
+                "a normal payload",
+                format!(r#"{{{head},"role":"USER","n":{{"a":[1,{{"b":2}}]}}}}"#),
+                Ok(()),
+            ),
+            (
+                "one name in sibling objects",
+                format!(r#"{{{head},"a":{{"b":1}},"c":{{"b":2}},"b":[{{"b":3}},{{"b":4}}]}}"#),
+                Ok(()),
+            ),
+            (
+                "a custom claim",
+                format!(r#"{{{head},"role":"USER","role":"ADMIN"}}"#),
+                Err(TWICE),
+            ),
+            (
+                "a registered claim",
+                format!(r#"{{{head},"sub":"admin"}}"#),
+                Err(TWICE),
+            ),
+            (
+                "a nested key",
+                format!(r#"{{{head},"a":{{"b":1,"b":2}}}}"#),
+                Err(TWICE),
+            ),
+            (
+                "a key inside an array",
+                format!(r#"{{{head},"a":[{{}},{{"b":1,"b":1}}]}}"#),
+                Err(TWICE),
+            ),
+            (
+                "equal after unescaping",
+                format!(r#"{{{head},"role":"USER","r\u006fle":"ADMIN"}}"#),
+                Err(TWICE),
+            ),
+            (
+                "many members, none twice",
+                format!(r#"{{{head}{many}}}"#),
+                Ok(()),
+            ),
+            (
+                "many members, the first again last",
+                format!(r#"{{{head}{many},"iss":"x"}}"#),
+                Err(TWICE),
+            ),
+            (
+                "many members, a late one twice",
+                format!(r#"{{{head}{many},"c39":0}}"#),
+                Err(TWICE),
+            ),
+            (
+                "not JSON",
+                format!(r#"{{{head},"role":}}"#),
+                Err(TokenError::Malformed("the payload is not a JSON object")),
+            ),
+        ];
+        for (case, payload, want) in cases {
+            let got = RegisteredClaims::parse(payload).map(|_| ());
+            assert_eq!(&got, want, "{case}: {payload}");
+        }
     }
 }

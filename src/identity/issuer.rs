@@ -120,6 +120,7 @@ impl Issuer {
             subject,
             expires_at,
             payload: keep_claims.then(|| payload.into()),
+            generation: 0,
         })
     }
 }

@@ -8,8 +8,10 @@ use super::keys::KeySet;
 use crate::metrics::{FetchLabels, Metrics};
 use arc_swap::ArcSwapOption;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so tests can pause and move it (`tokio::time::pause`).
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 /// A JWKS larger than this is refused (a real one is a few KiB).
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -19,7 +21,7 @@ const MIN_TTL: Duration = Duration::from_secs(30);
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Timing knobs of one remote key set.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JwksTiming {
     /// Refresh interval when the response has no `max-age`.
     pub default_ttl: Duration,
@@ -78,6 +80,18 @@ pub struct JwksCache {
 
 impl JwksCache {
     pub fn new(issuer: &str, uri: &str, timing: JwksTiming, metrics: Arc<Metrics>) -> Arc<Self> {
+        Self::seeded(issuer, uri, timing, metrics, None)
+    }
+
+    /// A cache that starts with `keys` (those of the cache it replaces on a
+    /// reload that changed the issuer's name or timing but not its URI).
+    pub fn seeded(
+        issuer: &str,
+        uri: &str,
+        timing: JwksTiming,
+        metrics: Arc<Metrics>,
+        keys: Option<Arc<KeySet>>,
+    ) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .timeout(timing.timeout)
             .connect_timeout(timing.timeout)
@@ -91,10 +105,23 @@ impl JwksCache {
             uri: uri.to_owned(),
             timing,
             client,
-            keys: ArcSwapOption::empty(),
+            keys: ArcSwapOption::new(keys),
             refetch: Mutex::new(RefetchTimes::default()),
             metrics,
         })
+    }
+
+    /// The issuer name it counts fetches under.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    pub fn timing(&self) -> JwksTiming {
+        self.timing
     }
 
     /// The current key set; `None` until the first successful fetch.

@@ -5,7 +5,11 @@ use super::algorithm::Algorithm;
 use super::error::TokenError;
 use super::keys::KeySet;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
 
 /// Tokens longer than this are refused before any decoding (a Clerk session token
 /// is ~1 KiB; a JWT carrying a big claims set rarely passes 8 KiB).
@@ -63,6 +67,9 @@ impl<'a> CompactJws<'a> {
         let header_json = URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| TokenError::Malformed("the header is not base64url"))?;
+        // Before the derived reader, which refuses a repeated field it knows but
+        // not an unknown one.
+        refuse_duplicate_names(&header_json, "the header is not JSON")?;
         let raw: RawHeader = serde_json::from_slice(&header_json)
             .map_err(|_| TokenError::Malformed("the header is not a JSON object with 'alg'"))?;
         let forbidden = [
@@ -138,5 +145,162 @@ impl<'a> CompactJws<'a> {
             return Err(TokenError::BadSignature);
         }
         Ok(())
+    }
+}
+
+/// Refuses JSON in which some object names a member twice, at any depth (and
+/// JSON that does not parse, as `not_json`). RFC 7515 §4 and RFC 7519 §4 let a
+/// parser either refuse such JSON or keep the last value; keeping one means a
+/// signer and a reader can disagree about which `role` a token carries, so
+/// portcullis refuses. Names are compared after unescaping (`"r\u006fle"` is
+/// `"role"`).
+///
+/// One pass, no tree built: values are skipped, only the names of the objects
+/// being read are kept (borrowed from the input unless they contain escapes).
+pub(super) fn refuse_duplicate_names(
+    json: &[u8],
+    not_json: &'static str,
+) -> Result<(), TokenError> {
+    let mut reader = serde_json::Deserializer::from_slice(json);
+    match UniqueNames
+        .deserialize(&mut reader)
+        .and_then(|()| reader.end())
+    {
+        Ok(()) => Ok(()),
+        // The walk accepts every type, so its only data error is a repeated name;
+        // bad syntax, early end or too deep a nesting are other categories.
+        Err(e) if e.is_data() => Err(TokenError::Malformed("a JSON member name appears twice")),
+        Err(_) => Err(TokenError::Malformed(not_json)),
+    }
+}
+
+/// Objects up to this many members keep their names in a `Vec` (a linear scan
+/// beats hashing for the handful of claims a token has); larger ones switch to a
+/// set, so a crafted object costs O(n), not O(n²).
+const LINEAR_NAMES: usize = 16;
+
+/// Walks one JSON value, failing on the first object that repeats a name.
+struct UniqueNames;
+
+impl<'de> DeserializeSeed<'de> for UniqueNames {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UniqueNames {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(UniqueNames)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(name) = map.next_key_seed(MemberName)? {
+            let repeated = if many.is_empty() && few.len() < LINEAR_NAMES {
+                let seen = few.contains(&name);
+                few.push(name);
+                seen
+            } else {
+                many.extend(few.drain(..));
+                !many.insert(name)
+            };
+            if repeated {
+                return Err(de::Error::custom("a member name appears twice"));
+            }
+            map.next_value_seed(UniqueNames)?;
+        }
+        Ok(())
+    }
+}
+
+/// A member name, unescaped; borrowed from the input when it has no escapes.
+struct MemberName;
+
+impl<'de> DeserializeSeed<'de> for MemberName {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MemberName {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(name))
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(name.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(header: &str) -> String {
+        let part = |json: &str| URL_SAFE_NO_PAD.encode(json);
+        format!("{}.{}.c2ln", part(header), part(r#"{"sub":"u"}"#))
+    }
+
+    #[test]
+    fn a_header_member_named_twice_is_refused() {
+        const TWICE: TokenError = TokenError::Malformed("a JSON member name appears twice");
+        let cases: &[(&str, Result<(), TokenError>)] = &[
+            (r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#, Ok(())),
+            (r#"{"alg":"RS256","kid":"k1","kid":"k2"}"#, Err(TWICE)),
+            (r#"{"alg":"RS256","alg":"HS256"}"#, Err(TWICE)),
+            (r#"{"alg":"RS256","x":1,"x":2}"#, Err(TWICE)),
+            (r#"{"alg":"RS256","\u0061lg":"HS256"}"#, Err(TWICE)),
+            (r#"{"alg":"RS256","x":{"y":[{"z":1,"z":1}]}}"#, Err(TWICE)),
+            (
+                r#"{"alg":"RS256","#,
+                Err(TokenError::Malformed("the header is not JSON")),
+            ),
+        ];
+        for (header, want) in cases {
+            let got = CompactJws::parse(&token(header)).map(|_| ());
+            assert_eq!(&got, want, "{header}");
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! Credentials to principals (SPEC §4): find the token a request carries, pick its
-//! issuer, verify it (through the verified-token cache), and build the principal.
-//! This room may do I/O (JWKS fetches); policy never does.
+//! Credentials to principals: find the token a request carries, pick its issuer,
+//! verify it (through the verified-token cache), and build the principal. This
+//! room may do I/O (JWKS fetches); policy never does.
 
 pub mod algorithm;
 pub mod caller;
@@ -42,14 +42,23 @@ pub enum Authentication {
 pub struct Authenticator {
     issuers: Vec<Issuer>,
     cache: TokenCache,
+    /// The generation of `issuers` (a cached token of another one is verified
+    /// again: the issuers that accepted it may have changed since).
+    generation: u64,
     metrics: Arc<Metrics>,
 }
 
 impl Authenticator {
-    pub fn new(issuers: Vec<Issuer>, cache: TokenCache, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        issuers: Vec<Issuer>,
+        cache: TokenCache,
+        generation: u64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             issuers,
             cache,
+            generation,
             metrics,
         }
     }
@@ -86,7 +95,11 @@ impl Authenticator {
         };
         let key = TokenCache::key(token);
         match self.cache.get(&key) {
-            Some(hit) if hit.payload.is_some() || !keep_claims => {
+            Some(hit)
+                if hit.generation == self.generation
+                    && (hit.payload.is_some() || !keep_claims)
+                    && self.reads_from(&hit.issuer, token, request) =>
+            {
                 self.metrics.cache_lookup("token", true);
                 return Ok(Authentication::Token(hit));
             }
@@ -96,14 +109,30 @@ impl Authenticator {
         let payload = jws.unverified_payload_text()?;
         let claims = RegisteredClaims::parse(&payload)?;
         let issuer = self.issuer_for(&claims, token, request)?;
-        let now = token_cache::unix_now();
-        let verified = Arc::new(
-            issuer
-                .verify(&jws, &payload, &claims, now, keep_claims)
-                .await?,
-        );
-        self.cache.insert(key, Arc::clone(&verified));
+        let now = self.cache.clock().unix_secs();
+        let mut verified = issuer
+            .verify(&jws, &payload, &claims, now, keep_claims)
+            .await?;
+        verified.generation = self.generation;
+        let verified = Arc::new(verified);
+        self.cache.insert(key, token.len(), Arc::clone(&verified));
         Ok(Authentication::Token(verified))
+    }
+
+    /// Whether the issuer named `name` looks for tokens where `token` was found
+    /// in `request`: a cached verification is good only where the issuer reads
+    /// it (an issuer reading only `Authorization` refuses its token in a cookie,
+    /// cached or not).
+    fn reads_from(&self, name: &str, token: &str, request: &AuthzRequest) -> bool {
+        self.issuers
+            .iter()
+            .find(|issuer| *issuer.name == *name)
+            .is_some_and(|issuer| {
+                issuer
+                    .credentials
+                    .iter()
+                    .any(|c| c.extract(request) == Some(token))
+            })
     }
 
     /// The issuer whose `iss` the (not yet verified) claims name and which looks

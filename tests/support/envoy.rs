@@ -203,6 +203,11 @@ impl Envoy {
         self.listener
     }
 
+    /// Envoy's admin interface.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
     /// Envoy's output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -5,7 +5,6 @@
 //! `portcullis.log` there, and waits for `/readyz`. The process is killed on drop,
 //! and its log printed if the test is failing.
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -51,6 +50,8 @@ pub struct PortcullisConfig {
     pub users: String,
     /// The body of `headers.user` (a YAML flow map's content).
     pub user_headers: String,
+    /// More keys of `server:` (lines indented by two spaces).
+    pub server: String,
 }
 
 impl PortcullisConfig {
@@ -65,7 +66,14 @@ impl PortcullisConfig {
             extra: String::new(),
             users: "  source: claims\n".to_owned(),
             user_headers: "x-user-id: user.id, x-user-role: user.role".to_owned(),
+            server: String::new(),
         }
+    }
+
+    /// Adds keys to `server:` (lines indented by two spaces).
+    pub fn with_server(mut self, yaml: &str) -> Self {
+        self.server.push_str(yaml);
+        self
     }
 
     /// Uses `yaml` as the body of `users:` (lines indented by two spaces).
@@ -128,7 +136,7 @@ impl PortcullisConfig {
 server:
   grpc_listen: {grpc}
   http_listen: {http}
-{tls}trust_domain: example.org
+{server}{tls}trust_domain: example.org
 issuers:
   - name: clerk
     kind: user
@@ -152,6 +160,7 @@ policy: {policy}
             azp = super::tokens::AUTHORIZED_PARTY,
             policy = policy.display(),
             tls = self.tls_yaml(),
+            server = self.server,
             extra_issuers = self.extra_issuers,
             internal_token = self.internal_token,
             extra = self.extra,
@@ -174,6 +183,32 @@ policy: {policy}
             ),
         }
     }
+}
+
+/// Runs `portcullis serve` on `dir/portcullis.yaml`, appending to `log`.
+fn spawn(dir: &Path, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open portcullis.log");
+    let err = out.try_clone().expect("clone the log file handle");
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("portcullis.yaml"))
+        .current_dir(dir)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()),
+        )
+        // Plain text in the log file, which a failing test prints.
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn the portcullis binary")
 }
 
 /// A running portcullis; killed on drop.
@@ -199,25 +234,7 @@ impl Portcullis {
             .expect("write portcullis.yaml");
 
         let log = dir.path().join("portcullis.log");
-        let out = File::create(&log).expect("create portcullis.log");
-        let err = out.try_clone().expect("clone the log file handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,portcullis=debug".into()),
-            )
-            // Plain text in the log file, which a failing test prints.
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn the portcullis binary");
-
+        let child = spawn(dir.path(), &log);
         let mut portcullis = Self {
             child,
             grpc_addr,
@@ -247,6 +264,42 @@ impl Portcullis {
     /// The directory holding `portcullis.yaml` and `policy.yaml`.
     pub fn dir(&self) -> &Path {
         self._dir.path()
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit (at most `limit`), returning its status.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the portcullis process") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "portcullis still running {limit:?} after it was told to stop; its log follows"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the process again on the same config, addresses and log (after
+    /// it exited), and waits until it is ready.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().expect("poll").is_some(),
+            "restart() needs the previous process to have exited"
+        );
+        self.child = spawn(self._dir.path(), &self.log);
+        self.wait_ready().await;
     }
 
     /// The process' output so far.
