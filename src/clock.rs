@@ -16,9 +16,10 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// A manual clock reading the system time now, until moved.
+    /// A manual clock reading the system time now (to the whole second, so
+    /// tests can count seconds from it), until moved.
     pub fn manual() -> Clock {
-        Clock::Manual(Arc::new(AtomicU64::new(system_millis())))
+        Clock::Manual(Arc::new(AtomicU64::new(system_millis() / 1000 * 1000)))
     }
 
     /// Milliseconds since the Unix epoch.

@@ -124,7 +124,7 @@ impl Server {
             refreshers,
             drain_delay: config.drain_delay,
             shutdown_timeout: config.shutdown_timeout,
-            http_limits: config.http_limits.clone(),
+            http_limits: config.http_limits,
         })
     }
 

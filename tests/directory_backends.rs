@@ -332,11 +332,19 @@ async fn coalescing(fixture: Fixture, name: &str) {
 async fn entries_expire_after_their_ttl() {
     let fixture = Fixture::sqlite().await;
     let config = DirectoryConfig {
-        ttl: Duration::from_millis(400),
-        negative_ttl: Duration::from_millis(400),
+        ttl: Duration::from_secs(300),
+        negative_ttl: Duration::from_secs(30),
         ..fixture.config()
     };
-    let directory = UserDirectory::open(config, Arc::new(Metrics::default())).unwrap();
+    let clock = portcullis::clock::Clock::manual();
+    let tombstones = Arc::new(portcullis::directory::Tombstones::new(16, clock.clone()));
+    let directory = UserDirectory::open_with(
+        config,
+        Arc::new(Metrics::default()),
+        tombstones,
+        clock.clone(),
+    )
+    .unwrap();
     assert_eq!(found(&directory, "user_a").await["role"], "USER");
     assert_eq!(
         directory.lookup(&"user_new".into()).await.unwrap(),
@@ -361,9 +369,19 @@ async fn entries_expire_after_their_ttl() {
         Lookup::Unknown,
         "within negative_ttl the cached miss serves"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        found(&directory, "user_new").await["id"],
+        "3",
+        "a miss is asked again after negative_ttl"
+    );
+    assert_eq!(
+        found(&directory, "user_a").await["role"],
+        "USER",
+        "a row is not, before ttl"
+    );
+    clock.advance(Duration::from_secs(270));
     assert_eq!(found(&directory, "user_a").await["role"], "ADMIN");
-    assert_eq!(found(&directory, "user_new").await["id"], "3");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -52,10 +52,7 @@ impl Expected {
     pub fn of(request: &CheckRequest) -> Self {
         let attributes = request.attributes.clone().unwrap_or_default();
         let source = attributes.source.unwrap_or_default();
-        let http = attributes
-            .request
-            .and_then(|r| r.http)
-            .unwrap_or_default();
+        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
         let raw_headers = http.header_map.map(|m| m.headers).unwrap_or_default();
         let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if raw_headers.is_empty() {
