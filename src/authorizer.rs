@@ -313,6 +313,15 @@ impl Authorizer {
         self.reload_error.load_full()
     }
 
+    /// Whether every issuer in force has its keys (a remote JWKS was fetched).
+    pub fn keys_loaded(&self) -> bool {
+        self.engine()
+            .authenticator()
+            .issuers()
+            .iter()
+            .all(|issuer| issuer.keys_loaded().is_some())
+    }
+
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }

@@ -154,13 +154,35 @@ impl Server {
         shutdown: impl Future<Output = Stop> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<AuthorizationService>().await;
+        // NOT_SERVING until every issuer has keys: a replica that just started
+        // (a rolling restart) gets no Checks it would answer 503.
+        let warm_up = {
+            let (health, authorizer) = (health.clone(), Arc::clone(&self.authorizer));
+            if !authorizer.keys_loaded() {
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                health.set_not_serving::<AuthorizationService>().await;
+            }
+            tokio::spawn(async move {
+                while !authorizer.keys_loaded() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if !authorizer.runtime().is_draining() {
+                    health
+                        .set_service_status("", tonic_health::ServingStatus::Serving)
+                        .await;
+                    health.set_serving::<AuthorizationService>().await;
+                }
+            })
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let runtime = Arc::clone(self.authorizer.runtime());
         let drain_delay = self.drain_delay;
         tokio::spawn(async move {
             let stop = shutdown.await;
             runtime.start_draining();
+            warm_up.abort();
             // "" is the whole server, which Envoy's gRPC health check asks about.
             health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -398,7 +398,8 @@ async fn health_readiness_status_and_metrics() {
         .into_inner();
     assert_eq!(
         serving.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32,
+        "the remote issuer's keys never load: Envoy is told to send Checks elsewhere"
     );
     // Admin/GetStatus: the remote issuer's keys never load, so not ready.
     let mut admin = portcullis::admin_pb::admin_client::AdminClient::new(channel);
