@@ -139,6 +139,36 @@ async fn database_context_webhooks_and_replicas() {
     assert!(response.upstream().is_none(), "never reaches the upstream");
     eventually(&second, &token, Err(401)).await;
 
+    // An unrelated config change reloads the first replica: the deletion holds,
+    // though the user is still in the database.
+    let config_file = first.dir().join("portcullis.yaml");
+    let text = std::fs::read_to_string(&config_file).unwrap();
+    let changed = text.replace(
+        "x-user-id: user.id,",
+        "x-user-id: user.id, x-user-clerk-id: token.sub,",
+    );
+    assert_ne!(text, changed);
+    std::fs::write(config_file.with_extension("tmp"), changed).unwrap();
+    std::fs::rename(config_file.with_extension("tmp"), &config_file).unwrap();
+    let start = Instant::now();
+    while !first
+        .http(http::Method::GET, "/metrics")
+        .send()
+        .await
+        .text()
+        .contains(r#"portcullis_policy_reload_total{result="success"} 2"#)
+    {
+        assert!(start.elapsed() < Duration::from_secs(3), "no reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response = envoy.get("/api/videos").bearer(&token).send().await;
+    assert_eq!(
+        response.status,
+        401,
+        "still deleted after a reload: {}",
+        response.text()
+    );
+
     // A webhook route forwarded to the upstream: Envoy sends the body with the
     // Check (the route's with_request_body), a Svix signature makes the caller
     // the `clerk` webhook; unsigned or tampered deliveries never reach it.

@@ -94,6 +94,43 @@ async fn concurrent_requests_for_a_new_kid_share_one_fetch() {
     );
 }
 
+/// The refetch interval is measured on tokio's clock, which the test moves:
+/// nothing sleeps through the 30 s.
+#[tokio::test]
+async fn an_unknown_kid_refetches_once_the_interval_has_passed() {
+    let (endpoint, uri) = endpoint().await;
+    let (a, b) = (SigningKey::generate("a"), SigningKey::generate("b"));
+    set_reply(&endpoint, Reply::Jwks(jwk_set(&[&a]).to_string()));
+    let timing = JwksTiming {
+        min_refetch: Duration::from_secs(30),
+        ..JwksTiming::default()
+    };
+    let cache = JwksCache::new("clerk", &uri, timing, Arc::new(Metrics::default()));
+    cache.refetch_for_kid(Some("a")).await.expect("first fetch");
+    // An unknown kid: one refetch, which does not find it.
+    assert!(!cache.refetch_for_kid(Some("b")).await.unwrap().has_kid("b"));
+    assert_eq!(endpoint.fetches.load(Ordering::SeqCst), 2);
+    set_reply(&endpoint, Reply::Jwks(jwk_set(&[&a, &b]).to_string()));
+
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(29)).await;
+    tokio::time::resume();
+    assert!(
+        !cache.refetch_for_kid(Some("b")).await.unwrap().has_kid("b"),
+        "29 s later: still within the interval"
+    );
+    assert_eq!(endpoint.fetches.load(Ordering::SeqCst), 2);
+
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::time::resume();
+    assert!(
+        cache.refetch_for_kid(Some("b")).await.unwrap().has_kid("b"),
+        "31 s later: refetched"
+    );
+    assert_eq!(endpoint.fetches.load(Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn the_last_good_key_set_survives_bad_responses() {
     let (endpoint, uri) = endpoint().await;
