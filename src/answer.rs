@@ -2,7 +2,7 @@
 //! remove from the upstream request on allow, or the response the client gets on
 //! deny. Both adapters (gRPC ext_authz and HTTP `/check`) only translate it.
 
-use crate::config::{ContextField, HeadersConfig, ServiceField};
+use crate::headers::{ContextField, HeadersConfig, ServiceField};
 use crate::identity::context_token::INTERNAL_TOKEN_HEADER;
 use crate::policy::{Decision, Effect};
 use crate::principal::Principal;

@@ -4,8 +4,9 @@
 
 use crate::answer::{Answer, DenyKind, RequestId};
 use crate::clock::{Clock, ExpiringSet};
-use crate::config::{Config, ContextField, HeadersConfig, IssuerConfig, KeySpec};
+use crate::config::{Config, IssuerConfig, KeySpec};
 use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
+use crate::headers::{ContextField, HeadersConfig};
 use crate::identity::caller::{EastWest, IdentityError};
 use crate::identity::svix::{SvixHeaders, WebhookError, WebhookSecret};
 use crate::identity::IssuerKind;

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod ext_authz;
+pub mod headers;
 mod http;
 pub mod identity;
 pub mod metrics;

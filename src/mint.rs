@@ -13,7 +13,8 @@
 
 use crate::answer::Answer;
 use crate::ca::token::TokenSigner;
-use crate::config::{HeadersConfig, TokensConfig};
+use crate::config::TokensConfig;
+use crate::headers::HeadersConfig;
 use crate::identity::context_token::{
     self, InternalTokenVerifier, INTERNAL_AUDIENCE, INTERNAL_TOKEN_HEADER, INTERNAL_TYP,
 };

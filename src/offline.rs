@@ -4,7 +4,7 @@
 //! answer comes from the same code the server uses ([`Answer::for_decision`]).
 
 use crate::answer::{Answer, RequestId};
-use crate::config::HeadersConfig;
+use crate::headers::HeadersConfig;
 use crate::policy::{explain, Context, Decision, NormalizedPath, Policy, RuleTrace};
 use crate::principal::{Principal, Service, User, Webhook};
 use crate::request::AuthzRequest;

@@ -105,10 +105,15 @@ impl Server {
         let authorizer = Arc::new(Authorizer::new(runtime, engine, Arc::clone(&config.policy)));
         // Evictions published by other replicas.
         if let Some(url) = &config.redis {
-            refreshers.push(crate::state::spawn_subscriber(
-                url,
-                Arc::clone(&authorizer),
-            )?);
+            let authorizer = Arc::clone(&authorizer);
+            let apply = move |event: crate::state::DirectoryEvent| {
+                let engine = authorizer.engine();
+                async move { event.apply(engine.directory()).await }
+            };
+            refreshers.push(
+                crate::state::spawn_subscriber(url, apply)
+                    .map_err(|e| ServeError::Directory(e.0))?,
+            );
         }
         // Hot reload of the policy file and the config file.
         refreshers.push(crate::reload::spawn(

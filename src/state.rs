@@ -4,10 +4,8 @@
 //! keeps serving — its cache TTL bounds staleness — and resubscribes when Redis
 //! returns.
 
-use crate::authorizer::Authorizer;
-use crate::directory::DirectoryError;
+use crate::directory::{DirectoryError, UserDirectory};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -27,12 +25,11 @@ pub enum DirectoryEvent {
 }
 
 impl DirectoryEvent {
-    /// Applies the event to the directory in force.
-    pub async fn apply(&self, authorizer: &Authorizer) {
-        let engine = authorizer.engine();
+    /// Applies the event to `directory` (the one in force).
+    pub async fn apply(&self, directory: &UserDirectory) {
         match self {
-            DirectoryEvent::Evict { sub } => engine.directory().evict(sub).await,
-            DirectoryEvent::Tombstone { sub } => engine.directory().tombstone(sub).await,
+            DirectoryEvent::Evict { sub } => directory.evict(sub).await,
+            DirectoryEvent::Tombstone { sub } => directory.tombstone(sub).await,
         }
     }
 }
@@ -103,18 +100,19 @@ fn log_publish_error(error: String) -> String {
     error
 }
 
-/// Subscribes to [`CHANNEL`] and applies every event to `authorizer`'s directory,
-/// reconnecting with backoff (1 s doubling to 30 s) whenever Redis goes away.
-pub fn spawn_subscriber(
-    url: &str,
-    authorizer: Arc<Authorizer>,
-) -> Result<JoinHandle<()>, crate::server::ServeError> {
-    let client = redis::Client::open(url)
-        .map_err(|e| crate::server::ServeError::Directory(format!("invalid Redis URL: {e}")))?;
+/// Subscribes to [`CHANNEL`] and hands every event to `apply`, reconnecting
+/// with backoff (1 s doubling to 30 s) whenever Redis goes away.
+pub fn spawn_subscriber<F, Fut>(url: &str, apply: F) -> Result<JoinHandle<()>, DirectoryError>
+where
+    F: Fn(DirectoryEvent) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let client =
+        redis::Client::open(url).map_err(|e| DirectoryError(format!("invalid Redis URL: {e}")))?;
     Ok(tokio::spawn(async move {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match subscribe(&client, &authorizer).await {
+            match subscribe(&client, &apply).await {
                 Ok(()) => tracing::warn!("Redis subscription ended; resubscribing"),
                 Err(e) => tracing::warn!(error = %e, "Redis subscription failed; retrying"),
             }
@@ -124,7 +122,11 @@ pub fn spawn_subscriber(
     }))
 }
 
-async fn subscribe(client: &redis::Client, authorizer: &Authorizer) -> redis::RedisResult<()> {
+async fn subscribe<F, Fut>(client: &redis::Client, apply: &F) -> redis::RedisResult<()>
+where
+    F: Fn(DirectoryEvent) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(CHANNEL).await?;
     tracing::info!(channel = CHANNEL, "subscribed to directory events");
@@ -140,7 +142,7 @@ async fn subscribe(client: &redis::Client, authorizer: &Authorizer) -> redis::Re
         match serde_json::from_str::<DirectoryEvent>(&payload) {
             Ok(event) => {
                 tracing::debug!(?event, "directory event from another replica");
-                event.apply(authorizer).await;
+                apply(event).await;
             }
             Err(e) => tracing::warn!(error = %e, "malformed directory event ignored"),
         }

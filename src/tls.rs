@@ -10,7 +10,6 @@
 //!
 //! This room touches the files named in the config and the listener, nothing else.
 
-use crate::config::TlsConfig;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -66,6 +65,19 @@ impl TlsError {
             TlsError::ClientCa { .. } => "client_ca",
         }
     }
+}
+
+/// `server.tls`: the files of the gRPC listener's TLS identity, absolute or
+/// relative to the working directory (the config's own relative paths are
+/// resolved against its directory). Checked to load at validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first (e.g. `certs/portcullis/chain.pem`).
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+    /// Roots that client certificates must chain to; `Some` requires one (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Builds the rustls server config from the files: HTTP/2 ALPN (gRPC), and with

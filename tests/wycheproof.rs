@@ -1,5 +1,6 @@
 //! Wycheproof's JSON Web Signature vectors against our signature layer
-//! (`../shared/testdata/wycheproof/json_web_signature_test.json`, Apache-2.0).
+//! (`tests/data/wycheproof/json_web_signature_test.json`, Apache-2.0: see the
+//! README and LICENSE there).
 //!
 //! Every `invalid` vector must be rejected — at key import, at parsing, or at
 //! verification. Every `valid` vector whose algorithm we implement must verify;
@@ -17,18 +18,21 @@ use portcullis::identity::{
     Algorithm,
 };
 use serde_json::Value;
-use std::path::PathBuf;
 
 fn vectors() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/wycheproof/json_web_signature_test.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {}: {e} (the shared/ folder must sit beside the checkout)",
-            path.display()
-        )
+    read_vectors(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/wycheproof/json_web_signature_test.json"
+    ))
+}
+
+/// A vector file of `tests/data/wycheproof/`; a missing one fails the test and
+/// says so.
+fn read_vectors(path: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("cannot read {path}: {e} (the Wycheproof vectors belong in tests/data/wycheproof/)")
     });
-    serde_json::from_str(&text).expect("vectors are JSON")
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
 }
 
 /// Vectors whose expected result contradicts other vectors of the same file.
@@ -191,9 +195,10 @@ fn contradictory_vectors_are_what_we_say_and_get_a_strict_verdict() {
 /// keys, wrong alg/curve/kty/use, points off the curve) and sets that must verify.
 #[test]
 fn wycheproof_json_web_key_vectors() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/testdata/wycheproof/json_web_key_test.json");
-    let vectors: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let vectors = read_vectors(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/wycheproof/json_web_key_test.json"
+    ));
     let mut failures = Vec::new();
     let mut checked = 0;
     for group in vectors["testGroups"].as_array().unwrap() {

@@ -1,6 +1,6 @@
 //! Writes the seed corpora of the fuzz targets, `fuzz/corpus/<target>/`, from
 //! real inputs: Check requests encoded by `envoy-types` as Envoy sends them,
-//! tokens and keys from Wycheproof (`../shared/testdata/wycheproof`) and minted
+//! tokens and keys from Wycheproof (`tests/data/wycheproof`) and minted
 //! with `jsonwebtoken`, the XFCC values and paths of the unit tests, the
 //! quick-start policy and the configs of the tests. Run it again after changing
 //! a seed: `cd fuzz && cargo run --example seed_corpus`.
@@ -212,7 +212,7 @@ fn check_requests() -> Vec<(String, Vec<u8>)> {
 
 fn tokens(repo: &Path) -> Vec<(String, Vec<u8>)> {
     let mut seeds = Vec::new();
-    let path = repo.join("../shared/testdata/wycheproof/json_web_signature_test.json");
+    let path = repo.join("tests/data/wycheproof/json_web_signature_test.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let vectors: Value = serde_json::from_str(&text).expect("the vectors are JSON");

@@ -8,7 +8,6 @@
 
 use super::profile::{human_duration, Validity};
 use crate::identity::{SpiffeId, TrustDomain};
-use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -312,12 +311,7 @@ fn chain_problem(error: &webpki::Error) -> String {
     }
 }
 
-/// The `CERTIFICATE` blocks of a PEM document, in order.
-pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM certificate file: {e}"))
-}
+pub use crate::identity::x509::parse_pem_certs;
 
 /// The URI SANs of a DER certificate.
 pub fn uri_sans(der: &[u8]) -> Result<Vec<String>, String> {

@@ -2,7 +2,8 @@
 //! offline, with the server's own decision and answer code.
 
 use anyhow::{bail, Context as _};
-use portcullis::config::{Config, HeadersConfig};
+use portcullis::config::Config;
+use portcullis::headers::HeadersConfig;
 use portcullis::offline::{self, RequestSpec, TestFile};
 use portcullis::policy::{LoadOptions, Policy};
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@
 use super::raw::Checked;
 use super::{ConfigDuration, Validator};
 use crate::ca::token::TokenSigner;
+use crate::headers::ServiceField;
 use crate::identity::mtls::{IdentitySource, MtlsSettings, TrustDomains};
 use crate::identity::{SpiffeId, TrustDomain};
 use crate::yaml::Key;
@@ -57,28 +58,6 @@ pub struct TokensConfig {
     pub trust_domain: TrustDomain,
     pub ttl: Duration,
     pub max_service_ttl: Duration,
-}
-
-/// A value of the caller's identity, named in `headers.service` as `service.<field>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceField {
-    /// `service.name`: `NAME` of `/ns/NS/sa/NAME`.
-    Name,
-    /// `service.namespace`.
-    Namespace,
-    /// `service.spiffe_id`: the whole ID.
-    SpiffeId,
-}
-
-impl ServiceField {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "service.name" => Some(ServiceField::Name),
-            "service.namespace" => Some(ServiceField::Namespace),
-            "service.spiffe_id" => Some(ServiceField::SpiffeId),
-            _ => None,
-        }
-    }
 }
 
 impl Validator<'_> {

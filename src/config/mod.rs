@@ -7,8 +7,10 @@ mod duration;
 mod east_west;
 mod raw;
 
+pub use crate::headers::{ContextField, HeadersConfig, ServiceField};
+pub use crate::tls::TlsConfig;
 pub use duration::ConfigDuration;
-pub use east_west::{ServiceField, TokensConfig};
+pub use east_west::TokensConfig;
 
 use crate::directory::{DirectoryConfig, OnUnknown, Source};
 use crate::identity::svix::WebhookSecret;
@@ -136,19 +138,6 @@ impl Default for TokenCacheConfig {
     }
 }
 
-/// `server.tls`: the files of the gRPC listener's TLS identity, absolute or
-/// relative to the working directory (the config's own relative paths are
-/// resolved against its directory). Checked to load at validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// Certificate chain, leaf first (e.g. `certs/portcullis/chain.pem`).
-    pub cert: PathBuf,
-    /// Private key.
-    pub key: PathBuf,
-    /// Roots that client certificates must chain to; `Some` requires one (mTLS).
-    pub client_ca: Option<PathBuf>,
-}
-
 /// One validated issuer; keys from files and secrets are already loaded.
 /// Comparable, so a reload can keep what serves an unchanged issuer.
 #[derive(Debug, Clone)]
@@ -255,66 +244,6 @@ fn fingerprint(source: &str, bytes: &[u8]) -> [u8; 32] {
     let mut out = [0; 32];
     out.copy_from_slice(context.finish().as_ref());
     out
-}
-
-/// What to put in the upstream request (SPEC §8).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeadersConfig {
-    /// Client-sent headers under these prefixes are always removed.
-    pub strip_prefixes: Vec<String>,
-    /// Header name → context field, set on requests with a user principal.
-    pub user: Vec<(String, ContextField)>,
-    /// Header name → caller field, set on requests with a service principal.
-    pub service: Vec<(String, ServiceField)>,
-    pub request_id: String,
-    /// Also forward the context as a signed JWT (SPEC §6), and accept it as the
-    /// user context on east-west calls instead of `x-user-*` headers.
-    pub internal_token: bool,
-}
-
-impl Default for HeadersConfig {
-    /// SPEC §3's defaults: strip `x-user-`, `x-service-`, `x-portcullis-`; set
-    /// `x-user-id` and `x-user-role`; keep or make `x-request-id`.
-    fn default() -> Self {
-        Self {
-            strip_prefixes: ["x-user-", "x-service-", "x-portcullis-"]
-                .map(String::from)
-                .to_vec(),
-            user: vec![
-                ("x-user-id".into(), ContextField::User("id".into())),
-                ("x-user-role".into(), ContextField::User("role".into())),
-            ],
-            service: vec![
-                ("x-service-name".into(), ServiceField::Name),
-                ("x-caller-spiffe-id".into(), ServiceField::SpiffeId),
-            ],
-            request_id: "x-request-id".into(),
-            internal_token: false,
-        }
-    }
-}
-
-/// A value of the verified context, named in `headers.user` as `user.<field>` or
-/// `token.<claim>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContextField {
-    User(String),
-    Token(String),
-}
-
-impl ContextField {
-    fn parse(s: &str) -> Option<Self> {
-        let (scope, name) = s.split_once('.')?;
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        match scope {
-            "user" if valid => Some(ContextField::User(name.to_owned())),
-            "token" if valid => Some(ContextField::Token(name.to_owned())),
-            _ => None,
-        }
-    }
 }
 
 impl Config {

@@ -126,7 +126,7 @@ pub async fn clerk(
         _ => None,
     };
     if let Some(event) = &directory_event {
-        event.apply(&authorizer).await;
+        event.apply(engine.directory()).await;
         if let Some(shared) = engine.shared() {
             let _ = shared.publish(event).await;
         }

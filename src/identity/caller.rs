@@ -19,7 +19,7 @@
 use super::context_token::{InternalTokenVerifier, INTERNAL_TOKEN_HEADER};
 use super::mtls::{MtlsError, MtlsIdentity, MtlsSettings, XfccUse, XFCC_HEADER};
 use super::{SpiffeId, TokenError, VerifiedToken};
-use crate::config::ContextField;
+use crate::headers::ContextField;
 use crate::principal::{Principal, Service, User};
 use crate::request::AuthzRequest;
 use serde_json::{Map, Value};

@@ -15,6 +15,7 @@ pub mod mtls;
 pub mod spiffe;
 pub mod svix;
 pub mod token_cache;
+pub mod x509;
 pub mod xfcc;
 
 pub use algorithm::Algorithm;

@@ -243,7 +243,7 @@ impl MtlsSettings {
 /// `source.certificate`): exactly one URI SAN, a valid SPIFFE ID, not a CA.
 pub fn svid_of_url_encoded_pem(encoded: &str) -> Result<SpiffeId, MtlsError> {
     let pem = percent_encoding::percent_decode_str(encoded).collect::<Vec<u8>>();
-    let certs = crate::ca::inspect::parse_pem_certs(&pem).map_err(MtlsError::NotSvid)?;
+    let certs = super::x509::parse_pem_certs(&pem).map_err(MtlsError::NotSvid)?;
     let leaf = certs
         .first()
         .ok_or_else(|| MtlsError::NotSvid("no certificate in it".into()))?;
@@ -253,7 +253,7 @@ pub fn svid_of_url_encoded_pem(encoded: &str) -> Result<SpiffeId, MtlsError> {
 /// The SPIFFE ID of a leaf X509-SVID in DER (a TLS peer's end-entity
 /// certificate): exactly one URI SAN, a valid SPIFFE ID, not a CA.
 pub fn svid_of_der(leaf: &[u8]) -> Result<SpiffeId, MtlsError> {
-    let facts = crate::ca::inspect::Facts::read(leaf).map_err(MtlsError::NotSvid)?;
+    let facts = super::x509::LeafFacts::read(leaf).map_err(MtlsError::NotSvid)?;
     if facts.is_ca {
         return Err(MtlsError::NotSvid(
             "it is a CA certificate (cA=true); a workload SVID is a leaf".into(),
