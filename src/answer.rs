@@ -18,9 +18,9 @@ pub enum Answer {
         set: Vec<(String, String)>,
         remove: Vec<String>,
     },
-    /// Answer the client directly.
+    /// Answer the client directly, with `kind`'s status.
     Deny {
-        status: u16,
+        kind: DenyKind,
         headers: Vec<(String, String)>,
         body: String,
     },
@@ -91,7 +91,7 @@ impl Answer {
             "request_id": request_id,
         });
         Answer::Deny {
-            status: kind.status(),
+            kind,
             headers,
             body: body.to_string(),
         }
@@ -131,7 +131,7 @@ impl Answer {
     pub fn status(&self) -> u16 {
         match self {
             Answer::Allow { .. } => 200,
-            Answer::Deny { status, .. } => *status,
+            Answer::Deny { kind, .. } => kind.status(),
         }
     }
 
@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn deny_bodies_and_challenges() {
         let Answer::Deny {
-            status,
+            kind,
             headers,
             body,
         } = Answer::deny(
@@ -520,7 +520,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(status, 401);
+        assert_eq!(kind.status(), 401);
         let challenge = &headers
             .iter()
             .find(|(k, _)| k == "www-authenticate")
@@ -535,13 +535,11 @@ mod tests {
             body,
             json!({"error": "invalid_token", "message": "the token has expired", "request_id": "rid-1"})
         );
-        let Answer::Deny {
-            status, headers, ..
-        } = Answer::deny(DenyKind::Forbidden, "no", "r")
-        else {
+        let denied = Answer::deny(DenyKind::Forbidden, "no", "r");
+        assert_eq!(denied.status(), 403);
+        let Answer::Deny { headers, .. } = denied else {
             panic!()
         };
-        assert_eq!(status, 403);
         assert!(!headers.iter().any(|(k, _)| k == "www-authenticate"));
         assert_eq!(DenyKind::Unavailable.status(), 503);
     }

@@ -7,7 +7,7 @@ use crate::clock::{Clock, ExpiringSet};
 use crate::config::{Config, IssuerConfig, KeySpec};
 use crate::directory::{DirectoryError, Lookup, OnUnknown, UserDirectory};
 use crate::headers::{ContextField, HeadersConfig};
-use crate::identity::caller::{EastWest, IdentityError};
+use crate::identity::caller::{Caller, EastWest, IdentityError};
 use crate::identity::svix::{SvixHeaders, WebhookError, WebhookSecret};
 use crate::identity::IssuerKind;
 use crate::identity::{
@@ -336,126 +336,112 @@ impl Authorizer {
         let started = Instant::now();
         let snapshot = self.snapshot.load();
         let request_id = RequestId::of(request, &snapshot.engine.headers.request_id);
-        let (answer, rule, principal_kind) = self.decide(&snapshot, request, &request_id).await;
-        let result = match &answer {
+        let outcome = match self.decide(&snapshot, request, &request_id).await {
+            Ok(outcome) => outcome,
+            Err(error) => CheckOutcome::refused(&error, &request_id),
+        };
+        let result = match &outcome.answer {
             Answer::Allow { .. } => "allow",
             Answer::Deny { .. } => "deny",
+        };
+        let (rule, stage) = match &outcome.decided_by {
+            DecidedBy::Rule(rule) => (rule.as_str(), "policy"),
+            DecidedBy::Stage(stage) => ("", stage.as_str()),
         };
         self.metrics()
             .decisions
             .get_or_create(&DecisionLabels {
                 result,
-                rule: rule.clone(),
-                principal: principal_kind,
+                rule: rule.to_owned(),
+                principal: outcome.principal,
+                stage,
             })
             .inc();
         self.metrics()
             .check_duration
             .observe(started.elapsed().as_secs_f64());
-        match &answer {
+        match &outcome.answer {
             Answer::Allow { .. } => tracing::debug!(
-                request_id = %request_id.value, %result, %rule, principal = principal_kind,
+                request_id = %request_id.value, %result, %rule, stage, principal = outcome.principal,
                 method = %request.method(), path = %request.path(), "decision"
             ),
-            Answer::Deny { status, .. } => tracing::info!(
-                request_id = %request_id.value, %result, %rule, principal = principal_kind,
-                status, method = %request.method(), path = %request.path(), "decision"
+            Answer::Deny { kind, .. } => tracing::info!(
+                request_id = %request_id.value, %result, %rule, stage, principal = outcome.principal,
+                status = kind.status(), method = %request.method(), path = %request.path(), "decision"
             ),
         }
-        answer
+        outcome.answer
     }
 
-    /// The answer, the deciding rule (or the stage that answered) and the
-    /// principal kind, for logs and metrics.
+    /// The policy's answer, or why the check stopped before the policy.
     async fn decide(
         &self,
         snapshot: &Snapshot,
         request: &AuthzRequest,
         request_id: &RequestId,
-    ) -> (Answer, String, &'static str) {
+    ) -> Result<CheckOutcome, CheckError> {
         let (engine, policy) = (&*snapshot.engine, &*snapshot.policy);
-        let rid = request_id.value.as_str();
-        let path = match NormalizedPath::parse(request.path()) {
-            Ok(path) => path,
-            Err(e) => {
-                let message = format!("the request path is rejected: {e}");
-                return (
-                    Answer::deny(DenyKind::BadRequest, &message, rid),
-                    "path".into(),
-                    "anonymous",
-                );
-            }
-        };
+        let path = NormalizedPath::parse(request.path())?;
         if let Some(webhook) = engine.webhook_caller(request) {
-            let principal = match webhook {
-                Ok(principal) => principal,
-                Err(e) => {
-                    let message = format!("the webhook signature is not accepted: {e}");
-                    let answer = Answer::deny(DenyKind::InvalidCredentials, &message, rid);
-                    return (answer, "authentication".into(), "invalid");
-                }
-            };
-            let decision = decide(
-                policy,
-                &Context {
-                    request,
-                    path: &path,
-                    principal: &principal,
-                },
-            );
-            let answer =
-                Answer::for_decision(&decision, &engine.headers, request, &principal, request_id);
-            return (answer, decision.rule_name().to_owned(), principal.kind());
+            let principal = webhook?;
+            return Ok(self.apply_policy(snapshot, request, &path, &principal, None, request_id));
         }
-        let caller = match engine.east_west.caller(request) {
-            Ok(caller) => caller,
-            Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),
-        };
+        let caller = engine.east_west.caller(request)?;
         let keep_claims = engine.keep_claims || policy.reads_token_claims();
         let principal = match engine
             .authenticator
             .authenticate(request, keep_claims)
-            .await
+            .await?
         {
-            Ok(Authentication::Anonymous) => caller.without_token(),
-            Ok(Authentication::Token(token))
+            Authentication::Anonymous => caller.without_token()?,
+            Authentication::Token(token)
                 if engine.authenticator.kind_of(&token.issuer) == Some(IssuerKind::Service) =>
             {
-                caller.with_service_token(&token)
+                caller.with_service_token(&token)?
             }
-            Ok(Authentication::Token(token)) => match engine.user_for(&token).await {
-                Ok(user) => caller.with_user(user),
-                Err(UserError::Unavailable(e)) => {
-                    // The detail (maybe an SQL error) is logged, never sent.
-                    tracing::warn!(request_id = %rid, error = %e, "no decision: user directory unavailable");
-                    let answer = Answer::deny(
-                        DenyKind::Unavailable,
-                        "the user directory is unavailable; try again shortly",
-                        rid,
-                    );
-                    return (answer, "directory".into(), "user");
-                }
-                Err(e) => {
-                    let answer = Answer::deny(DenyKind::InvalidCredentials, &e.to_string(), rid);
-                    return (answer, "directory".into(), "user");
-                }
-            },
-            Err(e) => return (token_error(&e, rid), "authentication".into(), "invalid"),
+            Authentication::Token(token) => caller.with_user(engine.user_for(&token).await?)?,
         };
-        let principal = match principal {
-            Ok(principal) => principal,
-            Err(e) => return (identity_error(&e, rid), "authentication".into(), "invalid"),
-        };
+        let mut outcome = self.apply_policy(
+            snapshot,
+            request,
+            &path,
+            &principal,
+            Some(&caller),
+            request_id,
+        );
+        if let Some(mint) = &engine.mint {
+            let forward_user = outcome.forward_user;
+            mint.seal(
+                &mut outcome.answer,
+                &engine.headers,
+                &principal,
+                forward_user,
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// Runs the policy for `principal` and turns its decision into an answer;
+    /// audit and dry-run rules that matched are logged and counted.
+    fn apply_policy(
+        &self,
+        snapshot: &Snapshot,
+        request: &AuthzRequest,
+        path: &NormalizedPath,
+        principal: &Principal,
+        caller: Option<&Caller<'_>>,
+        request_id: &RequestId,
+    ) -> CheckOutcome {
         let decision = decide(
-            policy,
+            &snapshot.policy,
             &Context {
                 request,
-                path: &path,
-                principal: &principal,
+                path,
+                principal,
             },
         );
         for (rule, would) in &decision.observed {
-            tracing::info!(request_id = %rid, %rule, would = would.as_str(), principal = principal.kind(),
+            tracing::info!(request_id = %request_id.value, %rule, would = would.as_str(), principal = principal.kind(),
                 method = %request.method(), path = %path, "dry-run/audit rule matched");
             self.metrics()
                 .observed
@@ -463,37 +449,142 @@ impl Authorizer {
                     result: would.as_str(),
                     rule: rule.clone(),
                     principal: principal.kind(),
+                    stage: "policy",
                 })
                 .inc();
         }
-        let mut answer =
-            Answer::for_decision(&decision, &engine.headers, request, &principal, request_id);
-        if let Some(header) = caller.untrusted_header() {
+        let mut answer = Answer::for_decision(
+            &decision,
+            &snapshot.engine.headers,
+            request,
+            principal,
+            request_id,
+        );
+        if let Some(header) = caller.and_then(Caller::untrusted_header) {
             answer.remove_header(header);
         }
-        if let Some(mint) = &engine.mint {
-            mint.seal(
-                &mut answer,
-                &engine.headers,
-                &principal,
-                decision.forward_user,
-            );
+        CheckOutcome {
+            answer,
+            decided_by: DecidedBy::Rule(decision.rule_name().to_owned()),
+            principal: principal.kind(),
+            forward_user: decision.forward_user,
         }
-        (answer, decision.rule_name().to_owned(), principal.kind())
     }
 }
 
-/// An identity that is presented but not accepted (mTLS, service token, internal
-/// token): 401 with the reason.
-fn identity_error(error: &IdentityError, request_id: &str) -> Answer {
-    Answer::deny(DenyKind::InvalidCredentials, &error.to_string(), request_id)
+/// A check's answer and what decided it (for logs and metrics).
+pub struct CheckOutcome {
+    pub answer: Answer,
+    pub decided_by: DecidedBy,
+    /// The principal's kind (`anonymous`, `user`, `service`, `webhook`), or
+    /// `invalid` when its credential was refused.
+    pub principal: &'static str,
+    /// The deciding rule passes the caller's user context on.
+    forward_user: bool,
 }
 
-fn token_error(error: &TokenError, request_id: &str) -> Answer {
-    let kind = if error.is_unavailable() {
-        DenyKind::Unavailable
-    } else {
-        DenyKind::InvalidCredentials
-    };
-    Answer::deny(kind, &error.to_string(), request_id)
+impl CheckOutcome {
+    /// The deny answering `error`.
+    fn refused(error: &CheckError, request_id: &RequestId) -> CheckOutcome {
+        let kind = DenyKind::from(error);
+        let message = match error {
+            CheckError::User(UserError::Unavailable(detail)) => {
+                // The detail (maybe an SQL error) is logged, never sent.
+                tracing::warn!(request_id = %request_id.value, error = %detail,
+                    "no decision: user directory unavailable");
+                "the user directory is unavailable; try again shortly".to_owned()
+            }
+            other => other.to_string(),
+        };
+        CheckOutcome {
+            answer: Answer::deny(kind, &message, &request_id.value),
+            decided_by: DecidedBy::Stage(error.stage()),
+            principal: error.principal_kind(),
+            forward_user: false,
+        }
+    }
+}
+
+/// What decided a check: a policy rule (or the default), or a stage before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    Rule(String),
+    Stage(Stage),
+}
+
+/// The stages a check goes through before the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The request path is ambiguous (400).
+    Path,
+    /// A credential was presented and refused (401), or its keys are out of
+    /// reach (503).
+    Authentication,
+    /// The user directory refused the user (401) or could not answer (503).
+    Directory,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Path => "path",
+            Stage::Authentication => "authentication",
+            Stage::Directory => "directory",
+        }
+    }
+}
+
+/// Why a check was answered before the policy could decide.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// The path is ambiguous (400).
+    #[error("the request path is rejected: {0}")]
+    Path(#[from] crate::policy::PathError),
+    /// A Svix signature that does not verify (401).
+    #[error("the webhook signature is not accepted: {0}")]
+    Webhook(#[from] WebhookError),
+    /// An mTLS identity, service token or forwarded context not accepted (401).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A token that does not verify (401), or whose keys are unavailable (503).
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A verified user without a user context (401), or the directory down (503).
+    #[error(transparent)]
+    User(#[from] UserError),
+}
+
+impl CheckError {
+    pub fn stage(&self) -> Stage {
+        match self {
+            CheckError::Path(_) => Stage::Path,
+            CheckError::Webhook(_) | CheckError::Identity(_) | CheckError::Token(_) => {
+                Stage::Authentication
+            }
+            CheckError::User(_) => Stage::Directory,
+        }
+    }
+
+    fn principal_kind(&self) -> &'static str {
+        match self {
+            CheckError::Path(_) => "anonymous",
+            CheckError::User(_) => "user",
+            _ => "invalid",
+        }
+    }
+}
+
+impl From<&CheckError> for DenyKind {
+    fn from(error: &CheckError) -> DenyKind {
+        match error {
+            CheckError::Path(_) => DenyKind::BadRequest,
+            CheckError::Token(e) if e.is_unavailable() => DenyKind::Unavailable,
+            CheckError::User(UserError::Unavailable(_)) => DenyKind::Unavailable,
+            CheckError::Webhook(_)
+            | CheckError::Identity(_)
+            | CheckError::Token(_)
+            | CheckError::User(_) => DenyKind::InvalidCredentials,
+        }
+    }
 }

@@ -14,8 +14,12 @@ use std::sync::Mutex;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub result: &'static str,
+    /// The deciding rule (`default` when none matched); empty when a stage
+    /// before the policy answered.
     pub rule: String,
     pub principal: &'static str,
+    /// `policy`, or the stage that answered: `path`, `authentication`, `directory`.
+    pub stage: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -281,8 +281,8 @@ pub fn render_trace(eval: &Evaluation) -> String {
                 let _ = writeln!(out, "  remove {k}");
             }
         }
-        Answer::Deny { status, body, .. } => {
-            let _ = writeln!(out, "answer: {status} {body}");
+        Answer::Deny { kind, body, .. } => {
+            let _ = writeln!(out, "answer: {} {body}", kind.status());
         }
     }
     out

@@ -433,6 +433,12 @@ async fn decisions_are_counted() {
     let mut h = Harness::start().await;
     h.check("GET", "/public/a", &[]).await;
     h.check("GET", "/api/videos", &[]).await;
+    h.check(
+        "GET",
+        "/api/videos",
+        &[("authorization", "Bearer not.a.token")],
+    )
+    .await;
     let metrics = reqwest::get(format!("http://{}/metrics", h.http))
         .await
         .unwrap()
@@ -441,13 +447,19 @@ async fn decisions_are_counted() {
         .unwrap();
     assert!(
         metrics.contains(
-            r#"portcullis_decisions_total{result="allow",rule="public",principal="anonymous"} 1"#
+            r#"portcullis_decisions_total{result="allow",rule="public",principal="anonymous",stage="policy"} 1"#
         ),
         "{metrics}"
     );
     assert!(metrics.contains(
-        r#"portcullis_decisions_total{result="deny",rule="default",principal="anonymous"} 1"#
+        r#"portcullis_decisions_total{result="deny",rule="default",principal="anonymous",stage="policy"} 1"#
     ));
-    assert!(metrics.contains("portcullis_check_duration_seconds_count 2"));
+    assert!(
+        metrics.contains(
+            r#"portcullis_decisions_total{result="deny",rule="",principal="invalid",stage="authentication"} 1"#
+        ),
+        "a stage that answered is no rule: {metrics}"
+    );
+    assert!(metrics.contains("portcullis_check_duration_seconds_count 3"));
     h.shutdown().await;
 }

@@ -11,7 +11,7 @@ mod service;
 pub use decode::{check_request, CheckCodec, WireError};
 pub use service::AuthorizationService;
 
-use crate::answer::Answer;
+use crate::answer::{Answer, DenyKind};
 use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, OkHttpResponse,
@@ -53,15 +53,15 @@ impl From<Answer> for CheckResponse {
                 ..Default::default()
             },
             Answer::Deny {
-                status,
+                kind,
                 headers,
                 body,
             } => {
-                let code = match status {
-                    400 => INVALID_ARGUMENT,
-                    401 => UNAUTHENTICATED,
-                    503 => UNAVAILABLE,
-                    _ => PERMISSION_DENIED,
+                let code = match kind {
+                    DenyKind::BadRequest => INVALID_ARGUMENT,
+                    DenyKind::MissingCredentials | DenyKind::InvalidCredentials => UNAUTHENTICATED,
+                    DenyKind::Unavailable => UNAVAILABLE,
+                    DenyKind::Forbidden => PERMISSION_DENIED,
                 };
                 CheckResponse {
                     status: Some(rpc::Status {
@@ -70,7 +70,7 @@ impl From<Answer> for CheckResponse {
                     }),
                     http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
                         status: Some(HttpStatus {
-                            code: i32::from(status),
+                            code: i32::from(kind.status()),
                         }),
                         headers: headers.into_iter().map(header).collect(),
                         body,

@@ -126,12 +126,8 @@ fn not_configured() -> Response {
 
 /// A deny answer as an HTTP response.
 fn deny(answer: Answer) -> Response {
-    let Answer::Deny {
-        status,
-        headers,
-        body,
-    } = answer
-    else {
+    let status = answer.status();
+    let Answer::Deny { headers, body, .. } = answer else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let mut response = (
