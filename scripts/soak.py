@@ -111,7 +111,7 @@ policy: policy.yaml
 
     log = open(os.path.join(work, "portcullis.log"), "w")
     server = subprocess.Popen([PORTCULLIS, "serve", "--config", os.path.join(work, "portcullis.yaml")],
-                              cwd=work, stdout=log, stderr=log, env={**os.environ, "RUST_LOG": "warn"})
+                              cwd=work, stdout=log, stderr=log, env={**os.environ, "RUST_LOG": os.environ.get("SOAK_LOG", "warn")})
     envoy = subprocess.Popen([ENVOY, "-c", os.path.join(work, "envoy.yaml"), "--disable-hot-restart",
                               "--concurrency", "1", "-l", "error"], cwd=work,
                              stdout=open(os.path.join(work, "envoy.log"), "w"), stderr=subprocess.STDOUT)
@@ -194,7 +194,7 @@ def run(pid, listener):
         next_at = time.time() + offset * interval
         i = offset
         while time.time() < stop:
-            one(mix[i % len(mix)])
+            one(mix[i % len(mix)][0])
             i += workers
             next_at += interval * workers
             delay = next_at - time.time()
