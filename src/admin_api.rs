@@ -2,7 +2,7 @@
 //! `/readyz`.
 
 use crate::authorizer::Authorizer;
-use crate::status::Status as Readiness;
+use crate::readiness::Readiness;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

@@ -17,9 +17,9 @@ use crate::metrics::{DecisionLabels, Metrics};
 use crate::mint::TokenMint;
 use crate::policy::{decide, Context, NormalizedPath, Policy};
 use crate::principal::{Principal, User, Webhook};
+use crate::replicas::SharedState;
 use crate::request::AuthzRequest;
 use crate::runtime::Runtime;
-use crate::state::SharedState;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +28,7 @@ use std::time::Instant;
 /// headers, east-west identity, the user directory and the tokens portcullis
 /// signs. Built from a config and the [`Runtime`]'s long-lived parts (key sets,
 /// caches, tombstones), so replacing it on a reload loses none of them.
-pub struct Engine {
+pub struct Pipeline {
     authenticator: Authenticator,
     headers: HeadersConfig,
     /// mTLS identities, service tokens and forwarded user context.
@@ -50,10 +50,10 @@ pub struct Engine {
     clock: Clock,
 }
 
-/// The config-derived engine and the policy in force: swapped whole, so a check
+/// The config-derived pipeline and the policy in force: swapped whole, so a check
 /// never sees half of a reload.
 pub struct Snapshot {
-    pub engine: Arc<Engine>,
+    pub pipeline: Arc<Pipeline>,
     pub policy: Arc<Policy>,
 }
 
@@ -71,11 +71,11 @@ pub enum UserError {
     Unavailable(#[from] DirectoryError),
 }
 
-impl Engine {
+impl Pipeline {
     /// Builds the issuers of `config` from the runtime's parts: a key set, the
     /// directory and the Redis publisher are reused when their section is
     /// unchanged. Needs a tokio runtime (a new key set starts fetching).
-    pub fn build(config: &Config, runtime: &Runtime) -> Result<Engine, DirectoryError> {
+    pub fn build(config: &Config, runtime: &Runtime) -> Result<Pipeline, DirectoryError> {
         let directory = runtime.directory(&config.users)?;
         let shared = config
             .redis
@@ -108,7 +108,7 @@ impl Engine {
             || config.headers.user.iter().any(|(_, field)| {
                 matches!(field, ContextField::Token(name) if name != "sub" && name != "iss")
             });
-        Ok(Engine {
+        Ok(Pipeline {
             keep_claims,
             authenticator,
             headers: config.headers.clone(),
@@ -258,12 +258,12 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    pub fn new(runtime: Arc<Runtime>, engine: Engine, policy: Arc<Policy>) -> Self {
-        runtime.adopt(&engine.directory, &engine.jwks_uri_list());
+    pub fn new(runtime: Arc<Runtime>, pipeline: Pipeline, policy: Arc<Policy>) -> Self {
+        runtime.adopt(&pipeline.directory, &pipeline.jwks_uri_list());
         Self {
             runtime,
             snapshot: ArcSwap::from_pointee(Snapshot {
-                engine: Arc::new(engine),
+                pipeline: Arc::new(pipeline),
                 policy,
             }),
             reload_error: ArcSwapOption::empty(),
@@ -275,9 +275,9 @@ impl Authorizer {
         self.snapshot.load_full()
     }
 
-    /// The engine in force (issuers, headers).
-    pub fn engine(&self) -> Arc<Engine> {
-        Arc::clone(&self.snapshot.load().engine)
+    /// The pipeline in force (issuers, headers).
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        Arc::clone(&self.snapshot.load().pipeline)
     }
 
     /// The policy in force.
@@ -285,21 +285,21 @@ impl Authorizer {
         Arc::clone(&self.snapshot.load().policy)
     }
 
-    /// Swaps in a new engine and policy at once; checks in flight finish on the
+    /// Swaps in a new pipeline and policy at once; checks in flight finish on the
     /// old ones.
-    pub fn install(&self, engine: Engine, policy: Arc<Policy>) {
+    pub fn install(&self, pipeline: Pipeline, policy: Arc<Policy>) {
         self.runtime
-            .adopt(&engine.directory, &engine.jwks_uri_list());
+            .adopt(&pipeline.directory, &pipeline.jwks_uri_list());
         self.snapshot.store(Arc::new(Snapshot {
-            engine: Arc::new(engine),
+            pipeline: Arc::new(pipeline),
             policy,
         }));
     }
 
-    /// Swaps in a new policy, keeping the engine.
+    /// Swaps in a new policy, keeping the pipeline.
     pub fn set_policy(&self, policy: Arc<Policy>) {
         self.snapshot.rcu(|current| Snapshot {
-            engine: Arc::clone(&current.engine),
+            pipeline: Arc::clone(&current.pipeline),
             policy: Arc::clone(&policy),
         });
     }
@@ -316,7 +316,7 @@ impl Authorizer {
 
     /// Whether every issuer in force has its keys (a remote JWKS was fetched).
     pub fn keys_loaded(&self) -> bool {
-        self.engine()
+        self.pipeline()
             .authenticator()
             .issuers()
             .iter()
@@ -335,7 +335,7 @@ impl Authorizer {
     pub async fn check(&self, request: &AuthzRequest) -> Answer {
         let started = Instant::now();
         let snapshot = self.snapshot.load();
-        let request_id = RequestId::of(request, &snapshot.engine.headers.request_id);
+        let request_id = RequestId::of(request, &snapshot.pipeline.headers.request_id);
         let outcome = match self.decide(&snapshot, request, &request_id).await {
             Ok(outcome) => outcome,
             Err(error) => CheckOutcome::refused(&error, &request_id),
@@ -380,26 +380,26 @@ impl Authorizer {
         request: &AuthzRequest,
         request_id: &RequestId,
     ) -> Result<CheckOutcome, CheckError> {
-        let (engine, policy) = (&*snapshot.engine, &*snapshot.policy);
+        let (pipeline, policy) = (&*snapshot.pipeline, &*snapshot.policy);
         let path = NormalizedPath::parse(request.path())?;
-        if let Some(webhook) = engine.webhook_caller(request) {
+        if let Some(webhook) = pipeline.webhook_caller(request) {
             let principal = webhook?;
             return Ok(self.apply_policy(snapshot, request, &path, &principal, None, request_id));
         }
-        let caller = engine.east_west.caller(request)?;
-        let keep_claims = engine.keep_claims || policy.reads_token_claims();
-        let principal = match engine
+        let caller = pipeline.east_west.caller(request)?;
+        let keep_claims = pipeline.keep_claims || policy.reads_token_claims();
+        let principal = match pipeline
             .authenticator
             .authenticate(request, keep_claims)
             .await?
         {
             Authentication::Anonymous => caller.without_token()?,
             Authentication::Token(token)
-                if engine.authenticator.kind_of(&token.issuer) == Some(IssuerKind::Service) =>
+                if pipeline.authenticator.kind_of(&token.issuer) == Some(IssuerKind::Service) =>
             {
                 caller.with_service_token(&token)?
             }
-            Authentication::Token(token) => caller.with_user(engine.user_for(&token).await?)?,
+            Authentication::Token(token) => caller.with_user(pipeline.user_for(&token).await?)?,
         };
         let mut outcome = self.apply_policy(
             snapshot,
@@ -409,11 +409,11 @@ impl Authorizer {
             Some(&caller),
             request_id,
         );
-        if let Some(mint) = &engine.mint {
+        if let Some(mint) = &pipeline.mint {
             let forward_user = outcome.forward_user;
             mint.seal(
                 &mut outcome.answer,
-                &engine.headers,
+                &pipeline.headers,
                 &principal,
                 forward_user,
             );
@@ -455,7 +455,7 @@ impl Authorizer {
         }
         let mut answer = Answer::for_decision(
             &decision,
-            &snapshot.engine.headers,
+            &snapshot.pipeline.headers,
             request,
             principal,
             request_id,

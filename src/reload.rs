@@ -10,7 +10,7 @@
 //! the resolved path, size, modification time and inode, so in-place writes,
 //! renames over the file and symlink swaps are all seen.
 
-use crate::authorizer::{Authorizer, Engine};
+use crate::authorizer::{Authorizer, Pipeline};
 use crate::config::Config;
 use crate::metrics::ResultLabels;
 use crate::policy::Policy;
@@ -154,8 +154,8 @@ fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Opti
             "server listeners, limits, shutdown timing, token_cache or state.redis changed: restart portcullis to apply them"
         );
     }
-    let engine = match Engine::build(&new, authorizer.runtime()) {
-        Ok(engine) => engine,
+    let pipeline = match Pipeline::build(&new, authorizer.runtime()) {
+        Ok(pipeline) => pipeline,
         Err(e) => {
             tracing::error!(error = %e, "config reload failed; the previous config stays in force");
             authorizer.set_reload_error(Some(format!("config reload failed: {e}")));
@@ -163,7 +163,7 @@ fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Opti
             return None;
         }
     };
-    authorizer.install(engine, Arc::clone(&new.policy));
+    authorizer.install(pipeline, Arc::clone(&new.policy));
     authorizer.set_reload_error(None);
     count(authorizer, "success");
     tracing::info!(file = %file.display(), issuers = new.issuers.len(), rules = new.policy.rules().len(), "config reloaded");

@@ -2,7 +2,7 @@
 //! metrics, the verified-token cache, user tombstones, webhook replay ids, the
 //! JWKS key sets (keyed by URI), the user directory with its cache (kept while
 //! `users:` is unchanged), the Redis publisher (by URL), and whether the process
-//! is draining. A reload builds a new [`Engine`](crate::authorizer::Engine) from
+//! is draining. A reload builds a new [`Pipeline`](crate::authorizer::Pipeline) from
 //! these parts, so nothing that did not change starts empty (docs/operations.md,
 //! "Reload").
 
@@ -13,7 +13,7 @@ use crate::identity::jwks::{JwksCache, JwksTiming};
 use crate::identity::svix::TOLERANCE_SECS;
 use crate::identity::token_cache::{TokenCache, TokenCacheLimits};
 use crate::metrics::Metrics;
-use crate::state::SharedState;
+use crate::replicas::SharedState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -171,7 +171,7 @@ impl Runtime {
         Ok(shared)
     }
 
-    /// Records what a swapped-in engine uses: its directory is the one to reuse,
+    /// Records what a swapped-in pipeline uses: its directory is the one to reuse,
     /// key sets of issuers it no longer has are stopped.
     pub fn adopt(&self, directory: &Arc<UserDirectory>, jwks_uris: &[&str]) {
         *lock(&self.directory) = Some(Arc::clone(directory));

@@ -4,7 +4,7 @@
 
 use crate::admin_api::pb::token_service_server::TokenServiceServer;
 use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};
-use crate::authorizer::{Authorizer, Engine};
+use crate::authorizer::{Authorizer, Pipeline};
 use crate::clock::Clock;
 use crate::config::{Config, HttpLimits};
 use crate::ext_authz::AuthorizationService;
@@ -101,17 +101,21 @@ impl Server {
                 max_token_bytes: config.token_cache.max_token_bytes,
             },
         ));
-        let engine = Engine::build(config, &runtime).map_err(|e| ServeError::Directory(e.0))?;
-        let authorizer = Arc::new(Authorizer::new(runtime, engine, Arc::clone(&config.policy)));
+        let pipeline = Pipeline::build(config, &runtime).map_err(|e| ServeError::Directory(e.0))?;
+        let authorizer = Arc::new(Authorizer::new(
+            runtime,
+            pipeline,
+            Arc::clone(&config.policy),
+        ));
         // Evictions published by other replicas.
         if let Some(url) = &config.redis {
             let authorizer = Arc::clone(&authorizer);
-            let apply = move |event: crate::state::DirectoryEvent| {
-                let engine = authorizer.engine();
-                async move { event.apply(engine.directory()).await }
+            let apply = move |event: crate::replicas::DirectoryEvent| {
+                let pipeline = authorizer.pipeline();
+                async move { event.apply(pipeline.directory()).await }
             };
             refreshers.push(
-                crate::state::spawn_subscriber(url, apply)
+                crate::replicas::spawn_subscriber(url, apply)
                     .map_err(|e| ServeError::Directory(e.0))?,
             );
         }

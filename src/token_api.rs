@@ -51,8 +51,8 @@ impl TokenService for TokenApi {
                 "you are {caller}: a token can only be issued for the caller's own SPIFFE ID"
             )));
         }
-        let engine = self.authorizer.engine();
-        let mint = engine.mint().ok_or_else(|| {
+        let pipeline = self.authorizer.pipeline();
+        let mint = pipeline.mint().ok_or_else(|| {
             Status::failed_precondition(
                 "portcullis signs no tokens: configure `tokens: { key_dir: ... }`",
             )

@@ -146,7 +146,7 @@ pub fn inspect(
     if roots.is_empty() {
         return Err("the bundle holds no CERTIFICATE block".into());
     }
-    let facts = Facts::read(leaf)?;
+    let facts = CertificateFacts::read(leaf)?;
     let mut problems = Vec::new();
 
     let expected_td = match trust_domain {
@@ -315,12 +315,12 @@ pub use crate::identity::x509::parse_pem_certs;
 
 /// The URI SANs of a DER certificate.
 pub fn uri_sans(der: &[u8]) -> Result<Vec<String>, String> {
-    Facts::read(der).map(|f| f.uri_sans)
+    CertificateFacts::read(der).map(|f| f.uri_sans)
 }
 
 /// What the checks need from one certificate, as the X.509 parser reads it.
 #[derive(Debug, Clone)]
-pub struct Facts {
+pub struct CertificateFacts {
     pub uri_sans: Vec<String>,
     pub dns_sans: Vec<String>,
     /// Whether the SAN extension is critical.
@@ -347,8 +347,8 @@ pub struct KeyUsageFacts {
     pub crl_sign: bool,
 }
 
-impl Facts {
-    pub fn read(der: &[u8]) -> Result<Facts, String> {
+impl CertificateFacts {
+    pub fn read(der: &[u8]) -> Result<CertificateFacts, String> {
         let (_, cert) =
             X509Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let bad = |e: x509_parser::error::X509Error| format!("malformed extension: {e}");
@@ -379,7 +379,7 @@ impl Facts {
             Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
             _ => format!("other ({})", cert.public_key().algorithm.algorithm),
         };
-        Ok(Facts {
+        Ok(CertificateFacts {
             uri_sans,
             dns_sans,
             san_critical,

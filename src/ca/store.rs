@@ -320,7 +320,7 @@ impl Current {
         let der = certs
             .first()
             .ok_or_else(|| not_renewable("no CERTIFICATE block".into()))?;
-        let facts = super::inspect::Facts::read(der).map_err(not_renewable)?;
+        let facts = super::inspect::CertificateFacts::read(der).map_err(not_renewable)?;
         let [uri] = facts.uri_sans.as_slice() else {
             return Err(not_renewable(format!(
                 "it has {} URI SANs; an X509-SVID has exactly one (issue a new one with `portcullis cert issue`)",

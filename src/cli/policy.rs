@@ -4,8 +4,8 @@
 use anyhow::{bail, Context as _};
 use portcullis::config::Config;
 use portcullis::headers::HeadersConfig;
-use portcullis::offline::{self, RequestSpec, TestFile};
 use portcullis::policy::{LoadOptions, Policy};
+use portcullis::policy_cases::{self, RequestSpec, TestFile};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -47,7 +47,7 @@ pub fn test(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             tests.policy
         );
         for case in &tests.cases {
-            match offline::check_case(&policy, &headers, case) {
+            match policy_cases::check_case(&policy, &headers, case) {
                 Ok(()) => {
                     passed += 1;
                     println!("  ok    {}", case.name);
@@ -89,11 +89,11 @@ pub fn explain(
         }
         (None, None) => load_policy(Path::new("policy.yaml"), &options)?,
     };
-    let eval = offline::evaluate(&policy, &headers, &spec);
+    let eval = policy_cases::evaluate(&policy, &headers, &spec);
     println!(
         "{} {} (host {}) as {:?}",
         spec.method, spec.path, spec.host, spec.principal
     );
-    print!("{}", offline::render_trace(&eval));
+    print!("{}", policy_cases::render_trace(&eval));
     Ok(ExitCode::SUCCESS)
 }

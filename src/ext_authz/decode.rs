@@ -187,9 +187,9 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// What one message's fields say, gathered before it becomes a request.
+/// What one message's fields say, deferred before it becomes a request.
 #[derive(Default)]
-struct Gathered<'a> {
+struct Deferred<'a> {
     tls_session: bool,
     body: &'a [u8],
     raw_body: &'a [u8],
@@ -201,30 +201,30 @@ struct Gathered<'a> {
 /// Reads a whole `CheckRequest`.
 pub fn check_request(message: &[u8]) -> Result<AuthzRequest, WireError> {
     let mut request = RequestBuilder::with_capacity(message.len());
-    let mut gathered = Gathered::default();
+    let mut deferred = Deferred::default();
     for field in Fields::of(message) {
         if let (1, value) = field? {
-            attribute_context(value.bytes(1)?, &mut request, &mut gathered)?;
+            attribute_context(value.bytes(1)?, &mut request, &mut deferred)?;
         }
     }
-    if !gathered.raw_headers.is_empty() {
+    if !deferred.raw_headers.is_empty() {
         request.clear_headers();
-        for (name, value) in &gathered.raw_headers {
+        for (name, value) in &deferred.raw_headers {
             request.join_header_bytes(name, value);
         }
     }
     // `pack_as_bytes: true` sends `raw_body`; otherwise the body is a string.
-    let body = if gathered.raw_body.is_empty() {
-        gathered.body
+    let body = if deferred.raw_body.is_empty() {
+        deferred.body
     } else {
-        gathered.raw_body
+        deferred.raw_body
     };
     if !body.is_empty() {
         request.set_body(Bytes::copy_from_slice(body));
     }
     // `tls_session` is sent only with `include_tls_session`; a peer identity or
     // certificate also means the hop was TLS.
-    let tls = gathered.tls_session || request.has_peer();
+    let tls = deferred.tls_session || request.has_peer();
     request.set_tls(tls);
     Ok(request.build())
 }
@@ -232,7 +232,7 @@ pub fn check_request(message: &[u8]) -> Result<AuthzRequest, WireError> {
 fn attribute_context<'a>(
     message: &'a [u8],
     request: &mut RequestBuilder,
-    gathered: &mut Gathered<'a>,
+    deferred: &mut Deferred<'a>,
 ) -> Result<(), WireError> {
     for field in Fields::of(message) {
         match field? {
@@ -248,11 +248,11 @@ fn attribute_context<'a>(
             (4, value) => {
                 for field in Fields::of(value.bytes(4)?) {
                     if let (2, value) = field? {
-                        http_request(value.bytes(2)?, request, gathered)?;
+                        http_request(value.bytes(2)?, request, deferred)?;
                     }
                 }
             }
-            (12, _) => gathered.tls_session = true,
+            (12, _) => deferred.tls_session = true,
             _ => {}
         }
     }
@@ -262,7 +262,7 @@ fn attribute_context<'a>(
 fn http_request<'a>(
     message: &'a [u8],
     request: &mut RequestBuilder,
-    gathered: &mut Gathered<'a>,
+    deferred: &mut Deferred<'a>,
 ) -> Result<(), WireError> {
     for field in Fields::of(message) {
         match field? {
@@ -273,12 +273,12 @@ fn http_request<'a>(
             }
             (4, value) => request.set_path_bytes(value.bytes(4)?),
             (5, value) => request.set_host_bytes(value.bytes(5)?),
-            (11, value) => gathered.body = value.bytes(11)?,
-            (12, value) => gathered.raw_body = value.bytes(12)?,
+            (11, value) => deferred.body = value.bytes(11)?,
+            (12, value) => deferred.raw_body = value.bytes(12)?,
             (13, value) => {
                 for field in Fields::of(value.bytes(13)?) {
                     if let (1, value) = field? {
-                        gathered.raw_headers.push(key_value(value.bytes(1)?)?);
+                        deferred.raw_headers.push(key_value(value.bytes(1)?)?);
                     }
                 }
             }

@@ -10,7 +10,7 @@ mod webhooks;
 pub use listener::serve;
 
 use crate::authorizer::Authorizer;
-use crate::status::Status;
+use crate::readiness::Readiness;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use std::sync::Arc;
 
@@ -42,7 +42,7 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when every dependency a decision needs is loaded, and not draining
 /// (after SIGTERM it answers 503 at once so endpoints move traffic away).
 async fn readyz(State(authorizer): State<Arc<Authorizer>>) -> impl IntoResponse {
-    let status = Status::of(&authorizer).await;
+    let status = Readiness::of(&authorizer).await;
     let code = if status.ready {
         StatusCode::OK
     } else {

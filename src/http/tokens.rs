@@ -1,7 +1,7 @@
 //! The HTTP side of the tokens portcullis signs (SPEC §6): the public JWKS at
 //! `/.well-known/jwks.json`, and token exchange at `POST /v1/token/exchange`
 //! (seed 000, option 2). Handlers convert; the user context comes from
-//! `Engine::user_for`, the token from the mint.
+//! `Pipeline::user_for`, the token from the mint.
 
 use crate::answer::{Answer, DenyKind, RequestId};
 use crate::authorizer::{Authorizer, UserError};
@@ -17,7 +17,7 @@ use std::time::SystemTime;
 /// `GET /.well-known/jwks.json`: the public keys of the tokens portcullis signs,
 /// for services that verify internal or exchanged tokens locally.
 pub async fn jwks(State(authorizer): State<Arc<Authorizer>>) -> Response {
-    match authorizer.engine().mint() {
+    match authorizer.pipeline().mint() {
         Some(mint) => (
             [(axum::http::header::CACHE_CONTROL, "public, max-age=300")],
             Json(mint.jwks()),
@@ -31,8 +31,8 @@ pub async fn jwks(State(authorizer): State<Arc<Authorizer>>) -> Response {
 /// `{access_token, token_type, expires_in}`, a portcullis token carrying the
 /// user's directory context.
 pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: HeaderMap) -> Response {
-    let engine = authorizer.engine();
-    let Some(mint) = engine.mint() else {
+    let pipeline = authorizer.pipeline();
+    let Some(mint) = pipeline.mint() else {
         return not_configured();
     };
     // Only the Authorization header counts: cookies are not an API credential.
@@ -45,7 +45,7 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
     }
     let request = request.build();
     let rid = RequestId::of(&request, "x-request-id").value;
-    let token = match engine.authenticator().authenticate(&request, true).await {
+    let token = match pipeline.authenticator().authenticate(&request, true).await {
         Ok(Authentication::Token(token)) => token,
         Ok(Authentication::Anonymous) => {
             return deny(Answer::deny(
@@ -63,7 +63,7 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
             return deny(Answer::deny(kind, &e.to_string(), &rid));
         }
     };
-    let is_user_token = engine.authenticator().kind_of(&token.issuer) == Some(IssuerKind::User);
+    let is_user_token = pipeline.authenticator().kind_of(&token.issuer) == Some(IssuerKind::User);
     let is_ours = *token.iss == *mint.issuer();
     if !is_user_token || is_ours {
         // Re-exchanging our own token would extend a session forever; a service
@@ -74,7 +74,7 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
             &rid,
         ));
     }
-    let user = match engine.user_for(&token).await {
+    let user = match pipeline.user_for(&token).await {
         Ok(user) => user,
         Err(UserError::Unavailable(e)) => {
             tracing::warn!(request_id = %rid, error = %e, "token exchange: user directory unavailable");

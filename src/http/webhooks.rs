@@ -8,7 +8,7 @@
 use crate::authorizer::Authorizer;
 use crate::identity::svix::{SvixHeaders, WebhookError};
 use crate::metrics::WebhookLabels;
-use crate::state::DirectoryEvent;
+use crate::replicas::DirectoryEvent;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -42,7 +42,7 @@ pub async fn clerk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let engine = authorizer.engine();
+    let pipeline = authorizer.pipeline();
     let count = |result: &'static str| {
         authorizer
             .metrics()
@@ -53,7 +53,7 @@ pub async fn clerk(
             })
             .inc();
     };
-    let Some((secret, seen)) = engine.clerk_webhook() else {
+    let Some((secret, seen)) = pipeline.clerk_webhook() else {
         return answer(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -66,7 +66,7 @@ pub async fn clerk(
         timestamp: header("svix-timestamp"),
         signature: header("svix-signature"),
     };
-    let id = match secret.verify(svix, &body, engine.clock().unix_secs()) {
+    let id = match secret.verify(svix, &body, pipeline.clock().unix_secs()) {
         Ok(id) => id.to_owned(),
         Err(e) => {
             count("rejected");
@@ -126,8 +126,8 @@ pub async fn clerk(
         _ => None,
     };
     if let Some(event) = &directory_event {
-        event.apply(engine.directory()).await;
-        if let Some(shared) = engine.shared() {
+        event.apply(pipeline.directory()).await;
+        if let Some(shared) = pipeline.shared() {
             let _ = shared.publish(event).await;
         }
         tracing::info!(svix_id = %id, ?event, "Clerk webhook applied");

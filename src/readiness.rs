@@ -12,7 +12,7 @@ pub struct IssuerStatus {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Status {
+pub struct Readiness {
     pub ready: bool,
     pub version: &'static str,
     pub policy_rules: usize,
@@ -28,10 +28,10 @@ pub struct Status {
     pub reload_error: Option<String>,
 }
 
-impl Status {
-    pub async fn of(authorizer: &Authorizer) -> Status {
-        let engine = authorizer.engine();
-        let issuers: Vec<IssuerStatus> = engine
+impl Readiness {
+    pub async fn of(authorizer: &Authorizer) -> Readiness {
+        let pipeline = authorizer.pipeline();
+        let issuers: Vec<IssuerStatus> = pipeline
             .authenticator()
             .issuers()
             .iter()
@@ -44,9 +44,9 @@ impl Status {
                 }
             })
             .collect();
-        let directory_reachable = engine.directory().ping().await;
+        let directory_reachable = pipeline.directory().ping().await;
         let draining = authorizer.runtime().is_draining();
-        Status {
+        Readiness {
             ready: issuers.iter().all(|i| i.keys_loaded) && directory_reachable && !draining,
             directory_reachable,
             draining,
