@@ -17,6 +17,7 @@ import signal, socketserver, subprocess, sys, tempfile, threading, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINUTES = float(os.environ.get("SOAK_MINUTES", sys.argv[1] if len(sys.argv) > 1 else 10))
 RATE = int(os.environ.get("SOAK_RATE", 200))
+TOKEN_CACHE = os.environ.get("SOAK_TOKEN_CACHE", "8MiB")
 SECRET = b"soak-secret-0123456789abcdef0123456789"
 PORTCULLIS = os.environ.get("PORTCULLIS_BIN", os.path.join(ROOT, "target/release/portcullis"))
 ENVOY = os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv/bin/envoy"))
@@ -95,6 +96,9 @@ issuers:
     secret_file: secret
     algorithms: [HS256]
 users: {{ source: claims }}
+# Small enough to fill within the first minutes at this rate: the second half of
+# the run then shows whether memory stays flat once every cache is full.
+token_cache: {{ max_bytes: {TOKEN_CACHE} }}
 headers:
   user: {{ x-user-id: user.id, x-user-role: user.role }}
 policy: policy.yaml

@@ -1,13 +1,18 @@
 //! portcullis: one authorization service for a whole service mesh.
 //!
-//! Data flows one way (SPEC §12): adapter (`ext_authz`, `http`) → request model
-//! (`request`) → identity (`identity`) → policy (`policy`) → answer (`answer`) →
-//! adapter. `authorizer` runs that pipeline; `server` wires the listeners.
+//! Data flows one way: adapter (`ext_authz`, `http`) → request model (`request`)
+//! → identity (`identity`) → user directory (`directory`) → policy (`policy`) →
+//! answer (`answer`) → adapter. `authorizer` runs that pipeline over a
+//! `runtime` that outlives reloads; `server` wires the listeners.
+//!
+//! The public surface is what the binary, the tests, the benchmarks and the fuzz
+//! targets use: the server and its config, the certificate tool, the pure core
+//! (request model, identity, policy) and its parsers. The rest is private.
 #![forbid(unsafe_code)]
 
 mod admin_api;
-pub mod answer;
-pub mod authorizer;
+mod answer;
+mod authorizer;
 pub mod ca;
 pub mod clock;
 pub mod config;
@@ -17,17 +22,17 @@ pub mod headers;
 mod http;
 pub mod identity;
 pub mod metrics;
-pub mod mint;
+mod mint;
 pub mod policy;
 pub mod policy_cases;
 pub mod principal;
 mod readiness;
-pub mod reload;
-pub mod replicas;
+mod reload;
+mod replicas;
 pub mod request;
-pub mod runtime;
+mod runtime;
 pub mod server;
-pub mod tls;
+mod tls;
 mod token_api;
 mod yaml;
 
