@@ -1,4 +1,4 @@
-//! What a token costs to verify (SPEC §11, scenario (b)), side by side in one run:
+//! What a token costs to verify (BENCHMARKS.md, scenario (b)), side by side in one run:
 //!
 //! - `bare/jsonwebtoken_decode`: `jsonwebtoken::decode` of a Clerk RS256 token —
 //!   what a verifier built on the usual library pays (key rebuilt per call,

@@ -1,4 +1,4 @@
-//! The answer to one request (SPEC §8), independent of the wire: what to add to and
+//! The answer to one request (docs/answers.md), independent of the wire: what to add to and
 //! remove from the upstream request on allow, or the response the client gets on
 //! deny. Both adapters (gRPC ext_authz and HTTP `/check`) only translate it.
 
@@ -138,7 +138,7 @@ impl Answer {
     /// An allow: strips every client-sent header under the configured prefixes,
     /// then sets the verified context headers and the request id. The user
     /// headers carry the user the deciding rule sees: a service's forwarded user
-    /// only when the rule has `forward_user` (SPEC §7); otherwise a caller's
+    /// only when the rule has `forward_user` (docs/policy.md); otherwise a caller's
     /// `x-user-*` are stripped like any client-sent header.
     pub fn allow(
         config: &HeadersConfig,

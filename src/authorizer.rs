@@ -1,4 +1,4 @@
-//! The pipeline of one check (SPEC §12): request model → identity → policy →
+//! The pipeline of one check: request model → identity → policy →
 //! answer. Adapters call [`Authorizer::check`]; it never fails: a request it cannot
 //! decide is answered 503, never allowed.
 
@@ -142,7 +142,7 @@ impl Pipeline {
         self.clerk_webhook.as_ref().map(|s| (s, &*self.webhook_ids))
     }
 
-    /// The webhook principal of a request carrying a Svix signature (SPEC §4: a
+    /// The webhook principal of a request carrying a Svix signature (docs/security.md: a
     /// webhook route forwarded to an upstream, with Envoy sending the body):
     /// `None` when the request carries no `svix-signature` or no webhook is
     /// configured. No replay check here: Svix retries a delivery the upstream
@@ -184,12 +184,12 @@ impl Pipeline {
         &self.authenticator
     }
 
-    /// The signer of SPEC §6's tokens, when `tokens` is configured.
+    /// The signer of docs/east-west.md's tokens, when `tokens` is configured.
     pub fn mint(&self) -> Option<&Arc<TokenMint>> {
         self.mint.as_ref()
     }
 
-    /// The user context of a verified user token (SPEC §5): what policy reads as
+    /// The user context of a verified user token (docs/configuration.md): what policy reads as
     /// `user.*` and what headers and issued tokens carry. Every path that needs a
     /// user's context (checks, token exchange) goes through here.
     pub async fn user_for(&self, token: &VerifiedToken) -> Result<User, UserError> {

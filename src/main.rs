@@ -1,4 +1,4 @@
-//! The `portcullis` command line (SPEC §2).
+//! The `portcullis` command line.
 
 mod cli;
 
@@ -53,7 +53,7 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// The mesh's SPIFFE certificate authority (SPEC §10).
+    /// The mesh's SPIFFE certificate authority.
     Ca {
         #[command(subcommand)]
         command: CaCommand,

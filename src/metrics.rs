@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §9), one registry per process, served at `/metrics`.
+//! Prometheus metrics (docs/operations.md), one registry per process, served at `/metrics`.
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},

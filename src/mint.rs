@@ -1,4 +1,4 @@
-//! The tokens portcullis signs (SPEC §6), all with the one ES256 key of
+//! The tokens portcullis signs (docs/east-west.md), all with the one ES256 key of
 //! `tokens.key_dir` (`kid` = its RFC 7638 thumbprint, public half served at
 //! `/.well-known/jwks.json`):
 //! - service tokens (the token service): JWT-SVIDs for the caller's own SPIFFE ID,
@@ -47,7 +47,7 @@ pub struct Minted {
     pub expires_in: Duration,
 }
 
-/// Signs the tokens of SPEC §6 with the configured key.
+/// Signs the tokens of docs/east-west.md with the configured key.
 #[derive(Debug)]
 pub struct TokenMint {
     signer: Arc<TokenSigner>,

@@ -1,4 +1,4 @@
-//! Policies run offline (SPEC §7): `portcullis policy test` cases and the requests
+//! Policies run offline (docs/policy.md): `portcullis policy test` cases and the requests
 //! of `portcullis policy explain`. A request here names its principal directly —
 //! nothing is verified — so a policy can be exercised before it is deployed. The
 //! answer comes from the same code the server uses ([`Answer::for_decision`]).

@@ -1,5 +1,5 @@
 //! Who is asking: the verified identity a request carries, resolved before policy
-//! runs (SPEC §4). Plain data, no I/O: `policy` reads it, `identity` builds it.
+//! runs (docs/security.md). Plain data, no I/O: `policy` reads it, `identity` builds it.
 
 use serde_json::{Map, Value};
 use std::sync::{Arc, OnceLock};
@@ -11,7 +11,7 @@ pub enum Principal {
     Anonymous,
     /// An end user, from a token of a `kind: user` issuer.
     User(User),
-    /// A workload: from its mTLS certificate or a service token (SPEC §4).
+    /// A workload: from its mTLS certificate or a service token (docs/security.md).
     Service(Service),
     /// A verified webhook sender (a Svix signature), by configured name.
     Webhook(Webhook),
@@ -44,7 +44,7 @@ impl Principal {
 
     /// The user a rule sees (`from.users`, `user.*`, the user headers): the
     /// principal's own, or — only under a rule with `forward_user: true` — the
-    /// user an authenticated service says it calls for (SPEC §7). Without that,
+    /// user an authenticated service says it calls for (docs/policy.md). Without that,
     /// a service's word about a user counts for nothing.
     pub fn user_seen(&self, forward_user: bool) -> Option<&User> {
         match self {
@@ -218,7 +218,7 @@ impl std::fmt::Debug for Claims {
 }
 
 impl User {
-    /// Builds the user context of `users.source: claims` (SPEC §5): `user.id` is
+    /// Builds the user context of `users.source: claims` (docs/configuration.md): `user.id` is
     /// `sub` and every other claim keeps its name.
     pub fn from_claims(
         issuer: impl Into<Arc<str>>,

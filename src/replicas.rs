@@ -1,4 +1,4 @@
-//! State shared by every replica through Redis (`state.redis`, SPEC §5): a user
+//! State shared by every replica through Redis (`state.redis`, docs/configuration.md): a user
 //! evicted or tombstoned on one replica (a Clerk webhook reaches only one) is
 //! published on a pub/sub channel and applied by all. A replica that loses Redis
 //! keeps serving — its cache TTL bounds staleness — and resubscribes when Redis

@@ -3,7 +3,7 @@
 //!
 //! Every string of a request lives in one buffer, back to back, and the model
 //! keeps where each one lies: building a request is one allocation and a copy of
-//! each string, checked for UTF-8 once (SPEC §11: no per-request allocation of
+//! each string, checked for UTF-8 once (BENCHMARKS.md: no per-request allocation of
 //! header maps, no `String` per header value).
 
 use bytes::Bytes;
@@ -32,8 +32,8 @@ struct Span {
     end: u32,
 }
 
-/// What Envoy knows about the connection the request arrived on (east-west, SPEC
-/// §4). Envoy verified the peer's certificate itself; these fields are only as
+/// What Envoy knows about the connection the request arrived on (east-west,
+/// docs/security.md). Envoy verified the peer's certificate itself; these fields are only as
 /// trustworthy as the Envoy asking, which is why portcullis re-checks the SVID
 /// rules on the certificate it is shown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! TLS for portcullis' own gRPC listener (SPEC §3 `server.tls`): rustls with the
+//! TLS for portcullis' own gRPC listener (docs/configuration.md): rustls with the
 //! aws-lc-rs provider, the certificate chain and key from PEM files, and with
 //! `client_ca` a required, verified client certificate (Envoy → portcullis mTLS).
 //!

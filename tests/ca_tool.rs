@@ -1,4 +1,4 @@
-//! The bundled certificate and token tool (SPEC §2, §10; issue 5) as a user runs
+//! The bundled certificate and token tool (docs/configuration.md, certs/README.md; issue 5) as a user runs
 //! it: what `ca`, `cert` and `token` write, checked by OpenSSL (`openssl verify`,
 //! `openssl x509 -text`) rather than by our own code; `cert inspect` verdicts on
 //! hand-made bad certificates; deterministic renewal; exit codes; `server.tls` in

@@ -1,4 +1,4 @@
-//! End to end, mTLS with certificates from our own tool (SPEC §10, issue 5):
+//! End to end, mTLS with certificates from our own tool (certs/README.md, issue 5):
 //!
 //! ```text
 //! client ──mTLS (client SVID)──► Envoy ──► EchoUpstream

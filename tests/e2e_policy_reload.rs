@@ -1,4 +1,4 @@
-//! Hot reload end to end (SPEC §7): portcullis behind a real Envoy with a load
+//! Hot reload end to end (docs/policy.md): portcullis behind a real Envoy with a load
 //! loop running, the policy file replaced the ways operators replace it — a rename
 //! over the file, and a Kubernetes ConfigMap `..data` symlink swap — and each new
 //! rule takes effect within 2 s with no request of the loop failing; then an

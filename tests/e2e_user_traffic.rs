@@ -1,4 +1,4 @@
-//! End to end, north-south user traffic (SPEC §4, §7, §8): a real Envoy front proxy
+//! End to end, north-south user traffic (docs/security.md, docs/policy.md, docs/answers.md): a real Envoy front proxy
 //! (`mesh/envoy/front-proxy.yaml`) asks the real portcullis binary about every
 //! request; users carry Clerk-shaped RS256 session tokens whose keys come from a
 //! JWKS endpoint; the upstream echoes what it received.
@@ -14,7 +14,7 @@ use serde_json::Value;
 use support::{tokens, ClerkClaims, Mesh, Response, SigningKey};
 use tokio::task::JoinSet;
 
-/// Asserts `response` is portcullis' 401 challenge (SPEC §8): a Bearer challenge in
+/// Asserts `response` is portcullis' 401 challenge (docs/answers.md): a Bearer challenge in
 /// realm "portcullis", the JSON deny body, nothing from the upstream.
 fn assert_unauthorized(case: &str, response: &Response) {
     assert_eq!(response.status, 401, "{case}: expected 401, got {response}");
@@ -43,7 +43,7 @@ fn assert_invalid_token(case: &str, token: &str, response: &Response) {
     );
 }
 
-/// Asserts the body is the JSON deny body `{error, message, request_id}` (SPEC §8),
+/// Asserts the body is the JSON deny body `{error, message, request_id}` (docs/answers.md),
 /// that the upstream did not answer, and returns the body.
 fn assert_deny_body(case: &str, response: &Response) -> Value {
     assert!(

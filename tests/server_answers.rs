@@ -1,5 +1,5 @@
 //! The server in-process on ephemeral ports, driven by a tonic ext_authz client:
-//! one test per answer of SPEC §8 (allow with context headers, 401 missing, 401
+//! one test per answer of docs/answers.md (allow with context headers, 401 missing, 401
 //! invalid, 403, 400 ambiguous path, 503 dependency down), plus health, admin
 //! status and reflection on the same listener.
 

@@ -218,7 +218,7 @@ async fn only_good_deliveries_change_the_cache() {
     );
 }
 
-/// A webhook route forwarded to an upstream (SPEC §4): Envoy sends the body with
+/// A webhook route forwarded to an upstream (docs/security.md): Envoy sends the body with
 /// the Check (`with_request_body`), a valid Svix signature makes the caller the
 /// `clerk` webhook principal for `from: { webhooks: [clerk] }`; a bad one is 401.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! The side-by-side benchmark (SPEC §11, `BENCHMARKS.md`): sets up keys, tokens, a
+//! The side-by-side benchmark (`BENCHMARKS.md`): sets up keys, tokens, a
 //! SQLite user directory and a 50-rule policy; starts each reference point as its
 //! own process; offers the load; reads CPU time from `/proc`, portcullis' handler
 //! histogram from `/metrics`, and RSS; and reports medians over rounds and the
@@ -773,7 +773,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         .await?;
         out.push(m);
     }
-    // Fixed rate, direct gRPC: the handler time SPEC §11 bounds.
+    // Fixed rate, direct gRPC: the handler time BENCHMARKS.md bounds.
     for (name, addr, process) in [
         ("grpc @1000/s null-authz", authz.null_addr, &authz.null),
         ("grpc @1000/s portcullis (a)", authz.grpc, &authz.portcullis),

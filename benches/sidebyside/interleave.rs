@@ -1,5 +1,5 @@
 //! Measurements taken side by side in alternating slices, for the pairs whose
-//! ratio SPEC §11 sets a target on (null-authz against portcullis, directly and
+//! ratio BENCHMARKS.md sets a target on (null-authz against portcullis, directly and
 //! through Envoy; the floor of (b) against (b)).
 //!
 //! On a shared VM the speed of the machine drifts over seconds: measured one after

@@ -1,5 +1,5 @@
 //! `cargo bench --bench sidebyside -- [--quick | --smoke] [--rounds N] [--no-pin] [--only NAME] [--keep]`
-//! (normally through `scripts/bench`): the side-by-side benchmark of SPEC §11.
+//! (normally through `scripts/bench`): the side-by-side benchmark of BENCHMARKS.md.
 //! Writes `target/bench/results.json` and prints the Markdown table. See
 //! `BENCHMARKS.md` for what is measured and how to read it.
 

@@ -1,4 +1,4 @@
-//! `null-authz`: the floor any tonic ext_authz server pays (SPEC §11).
+//! `null-authz`: the floor any tonic ext_authz server pays (BENCHMARKS.md).
 //!
 //! The same tonic version and server settings as portcullis (`src/server.rs`: a
 //! default `tonic::transport::Server::builder()` on a plaintext TCP listener with

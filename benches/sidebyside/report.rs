@@ -1,5 +1,5 @@
 //! The report of a run: the Markdown table of medians over rounds, the ratios
-//! against SPEC §11's targets (as ratios of medians and as the median of each
+//! against BENCHMARKS.md's targets (as ratios of medians and as the median of each
 //! round's ratio), and `results.json` with every round and figure.
 
 use super::harness::{Measured, Options, Report};

@@ -1,6 +1,6 @@
 //! `cert inspect`: read a certificate back with an X.509 parser (never our own
 //! parameters), summarize it, and check it as a leaf X509-SVID (SPIFFE X509-SVID
-//! §4, §5; SPEC §10): exactly one URI SAN holding a valid SPIFFE ID of the expected
+//! §4, §5; certs/README.md): exactly one URI SAN holding a valid SPIFFE ID of the expected
 //! trust domain, not a CA, key usage digitalSignature (critical) without
 //! keyCertSign/cRLSign, EKU serverAuth+clientAuth when present, inside its validity
 //! window, and a chain that verifies to the trust bundle (rustls-webpki, the path

@@ -1,4 +1,4 @@
-//! The bundled certificate and token tool (SPEC §2, §6, §10): a SPIFFE CA for the
+//! The bundled certificate and token tool (docs/configuration.md, docs/east-west.md, certs/README.md): a SPIFFE CA for the
 //! mesh, X509-SVIDs for its services, and the ES256 key that signs service tokens.
 //!
 //! - [`profile`]: what each certificate is (root, intermediate, leaf), built with

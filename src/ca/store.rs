@@ -1,4 +1,4 @@
-//! The `certs/` directory (SPEC §1, §10) and the files the tool writes there:
+//! The `certs/` directory (README.md, certs/README.md) and the files the tool writes there:
 //!
 //! ```text
 //! certs/
@@ -271,7 +271,7 @@ impl RenewThreshold {
 }
 
 impl Default for RenewThreshold {
-    /// Half the lifetime (SPEC §10).
+    /// Half the lifetime (certs/README.md).
     fn default() -> Self {
         RenewThreshold(0.5)
     }

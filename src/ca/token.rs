@@ -1,4 +1,5 @@
-//! The service-token signer (SPEC §2 `token issue`/`token jwks`, §4, §6): one ES256
+//! The service-token signer of `portcullis token issue`/`token jwks` and of the
+//! tokens portcullis signs (docs/east-west.md): one ES256
 //! key under `certs/tokens/`, created on first use, its `kid` the RFC 7638 JWK
 //! thumbprint, its public half published as a JWKS (`tokens/jwks.json`, the
 //! `jwks_file:` of a `kind: service` issuer). Tokens have the JWT-SVID shape
@@ -140,7 +141,7 @@ impl TokenSigner {
 
     /// Mints a service token for `subject`, valid from `now` for `ttl`, issued by
     /// the trust domain (`iss` = `spiffe://TD`, as the `kind: service` issuer of
-    /// SPEC §3 expects).
+    /// docs/configuration.md expects).
     pub fn issue(
         &self,
         trust_domain: &TrustDomain,

@@ -1,5 +1,5 @@
 //! `portcullis ca init|intermediate` and `portcullis cert issue|inspect|renew`
-//! (SPEC §2, §10). Arguments in, the library's `ca` room does the work, a short
+//! (docs/configuration.md, certs/README.md). Arguments in, the library's `ca` room does the work, a short
 //! report out. Exit 0 ok, 1 invalid input or a failed check.
 
 use anyhow::Context as _;

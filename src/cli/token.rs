@@ -1,4 +1,4 @@
-//! `portcullis token issue|jwks` (SPEC §2, §6): service tokens signed with the
+//! `portcullis token issue|jwks` (docs/configuration.md, docs/east-west.md): service tokens signed with the
 //! ES256 key under `DIR/tokens/`, created on first use.
 
 use portcullis::ca::token::{self, TokenSigner};

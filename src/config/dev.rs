@@ -1,4 +1,4 @@
-//! The embedded dev defaults (SPEC §3): `portcullis serve` with no `--config`.
+//! The embedded dev defaults (docs/configuration.md): `portcullis serve` with no `--config`.
 //! Listeners on 127.0.0.1, an HS256 dev issuer whose secret lives in
 //! `.portcullis-dev/secret` (created once, printed at start), a SQLite user
 //! directory `.portcullis-dev/portcullis-dev.db` seeded with two demo users (a

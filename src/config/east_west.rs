@@ -1,4 +1,4 @@
-//! The east-west parts of `portcullis.yaml` (SPEC §3, §4, §6): `mtls`,
+//! The east-west parts of `portcullis.yaml` (docs/configuration.md, docs/security.md, docs/east-west.md): `mtls`,
 //! `federated_trust_domains`, `headers.service`, and `tokens` (where the signing
 //! key of the tokens portcullis signs lives, and their lifetimes). YAML shapes
 //! and their validation into domain types, reported like every config error.

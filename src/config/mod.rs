@@ -1,4 +1,4 @@
-//! Configuration (SPEC §3): parse → validate (every error at once, each with
+//! Configuration (docs/configuration.md): parse → validate (every error at once, each with
 //! `file:line` and what to do) → an immutable [`Config`].
 
 mod byte_size;
@@ -72,7 +72,7 @@ pub struct Config {
     pub headers: HeadersConfig,
     /// Where callers' mTLS identities come from, and the accepted trust domains.
     pub mtls: MtlsSettings,
-    /// The signing key of the tokens portcullis signs (SPEC §6), when configured.
+    /// The signing key of the tokens portcullis signs (docs/east-west.md), when configured.
     pub tokens: Option<TokensConfig>,
     /// The config file itself; `None` for the embedded dev defaults.
     pub source_file: Option<PathBuf>,
@@ -364,7 +364,7 @@ impl Config {
             (None, None) => {
                 v.error(
                     &[Key::field("policy")],
-                    "`policy:` is required: the path of the policy file (SPEC §7)".into(),
+                    "`policy:` is required: the path of the policy file (docs/policy.md)".into(),
                 );
                 (None, None)
             }
@@ -571,7 +571,7 @@ impl Validator<'_> {
             self.error(&at("algorithms"), "HS256/384/512 need a shared secret (secret_env or secret_file), never a JWKS: a public key used as an HMAC secret is the classic algorithm-confusion attack".into());
         }
         if kind == Some(RawIssuerKind::Service) {
-            // JWT-SVID shape (SPEC §4): asymmetric algorithms only, `aud` required.
+            // JWT-SVID shape (docs/security.md): asymmetric algorithms only, `aud` required.
             if algorithms
                 .iter()
                 .any(|a| !east_west::is_jwt_svid_algorithm(*a))
@@ -1058,7 +1058,7 @@ fn is_header_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// `https` only, except for loopback (SPEC §4).
+/// `https` only, except for loopback (docs/security.md).
 fn check_jwks_uri(uri: &str) -> Result<(), String> {
     let parsed = reqwest::Url::parse(uri).map_err(|e| format!("{uri:?} is not a URL: {e}"))?;
     match parsed.scheme() {

@@ -73,11 +73,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub headers: RawHeaders,
     pub policy: Option<String>,
-    /// Other trust domains whose SPIFFE IDs are accepted (SPEC §4).
+    /// Other trust domains whose SPIFFE IDs are accepted (docs/security.md).
     #[serde(default)]
     pub federated_trust_domains: Vec<String>,
     pub mtls: Option<super::east_west::RawMtls>,
-    /// The signing key of the tokens portcullis signs (SPEC §6).
+    /// The signing key of the tokens portcullis signs (docs/east-west.md).
     pub tokens: Option<super::east_west::RawTokens>,
     // Spec'd keys whose features arrive later: read so that an error says so
     // instead of "unknown field".
@@ -178,7 +178,7 @@ pub struct RawIssuer {
     pub credentials: Option<Vec<RawCredential>>,
     /// Refresh interval of `jwks_uri` when the response has no `max-age`.
     pub jwks_refresh: Option<Checked<ConfigDuration>>,
-    /// Minimum interval between unknown-`kid` refetches (SPEC §4: 30 s).
+    /// Minimum interval between unknown-`kid` refetches (docs/security.md: 30 s).
     pub jwks_min_refetch: Option<Checked<ConfigDuration>>,
     /// Timeout of one JWKS fetch.
     pub jwks_timeout: Option<Checked<ConfigDuration>>,
@@ -290,7 +290,7 @@ fn default_user_headers() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// SPEC §3: the caller's name and SPIFFE ID.
+/// docs/configuration.md: the caller's name and SPIFFE ID.
 fn default_service_headers() -> BTreeMap<String, String> {
     [
         ("x-service-name", "service.name"),

@@ -1,4 +1,4 @@
-//! The user directory (SPEC §5): a verified token's subject becomes the user
+//! The user directory (docs/configuration.md): a verified token's subject becomes the user
 //! context (`user.*`) — from SQLite, PostgreSQL, an HTTP users service, or the
 //! token's own claims — through a cache that coalesces concurrent lookups (one
 //! query per subject however many requests wait), expires entries (`ttl`,
@@ -106,7 +106,7 @@ impl Backend {
 }
 
 /// A cache entry. A found user is kept as the JSON text of its row (one small
-/// allocation, parsed per check: SPEC §11's 100,000 users fit in a few MiB).
+/// allocation, parsed per check: BENCHMARKS.md's 100,000 users fit in a few MiB).
 #[derive(Clone)]
 enum Cached {
     /// `until`: milliseconds since the epoch, by the directory's clock.

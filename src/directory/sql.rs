@@ -36,7 +36,7 @@ impl SqlBackend {
                     .busy_timeout(config.timeout)
                     // Point lookups by subject touch a few pages each and the OS
                     // caches the file: 256 KiB of page cache per connection, not
-                    // SQLite's default 2 MiB (SPEC §11's memory budget).
+                    // SQLite's default 2 MiB (BENCHMARKS.md's memory budget).
                     .pragma("cache_size", "-256");
                 Pool::Sqlite(
                     SqlitePoolOptions::new()

@@ -3,7 +3,7 @@
 //!
 //! A deny is always an `Ok(CheckResponse)` carrying a deny status, never an
 //! `Err(Status)`: Envoy treats gRPC errors under `failure_mode_allow`, which could
-//! turn a deny into an allow (SPEC §8).
+//! turn a deny into an allow (docs/answers.md).
 
 mod decode;
 mod service;

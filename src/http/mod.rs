@@ -1,4 +1,4 @@
-//! The HTTP listener (SPEC §3, §9): `/healthz`, `/readyz`, `/metrics`,
+//! The HTTP listener (docs/configuration.md, docs/operations.md): `/healthz`, `/readyz`, `/metrics`,
 //! `/webhooks/clerk`, and the tokens portcullis signs (`/.well-known/jwks.json`,
 //! `/v1/token/exchange`). Handlers only convert; decisions and status come from
 //! the shared core.

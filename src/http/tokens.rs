@@ -1,4 +1,4 @@
-//! The HTTP side of the tokens portcullis signs (SPEC §6): the public JWKS at
+//! The HTTP side of the tokens portcullis signs (docs/east-west.md): the public JWKS at
 //! `/.well-known/jwks.json`, and token exchange at `POST /v1/token/exchange`
 //! (seed 000, option 2). Handlers convert; the user context comes from
 //! `Pipeline::user_for`, the token from the mint.

@@ -1,4 +1,4 @@
-//! `POST /webhooks/clerk` (SPEC §4, §5): Clerk's Svix-signed user events keep the
+//! `POST /webhooks/clerk` (docs/security.md, docs/configuration.md): Clerk's Svix-signed user events keep the
 //! user cache honest. `user.updated` evicts the user's entry, `user.deleted`
 //! tombstones it (refused at once), both published to the other replicas;
 //! `user.created` and other events are accepted and ignored. A bad or missing

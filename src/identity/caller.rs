@@ -1,4 +1,4 @@
-//! Who is calling, east-west included (SPEC §4, §7 `forward_user`): the mTLS
+//! Who is calling, east-west included (docs/security.md, docs/policy.md): the mTLS
 //! identity of the hop ([`super::mtls`]), the verified token, and the user context
 //! a calling service passes on, combined into one [`Principal`].
 //!

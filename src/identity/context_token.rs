@@ -1,4 +1,4 @@
-//! The user-context tokens portcullis signs (SPEC §6): one claims format for the
+//! The user-context tokens portcullis signs (docs/east-west.md): one claims format for the
 //! internal token (`headers.internal_token: true`, forwarded upstream in
 //! [`INTERNAL_TOKEN_HEADER`]) and the token-exchange token (`POST
 //! /v1/token/exchange`), and the way back from those claims to a [`User`].

@@ -1,4 +1,4 @@
-//! The caller's mTLS identity (SPEC §3 `mtls`, §4): which SPIFFE ID the hop that
+//! The caller's mTLS identity (docs/configuration.md, docs/security.md): which SPIFFE ID the hop that
 //! sent a request proved, and whether an `x-forwarded-client-cert` header it
 //! carried is believed.
 //!
@@ -299,7 +299,7 @@ mod tests {
         Some(SpiffeId::new(s).unwrap())
     }
 
-    /// Who the caller is, per hop and header: the trust decisions of SPEC §4.
+    /// Who the caller is, per hop and header: the trust decisions of docs/security.md.
     #[test]
     fn trust_decisions_per_hop() {
         let xfcc_client = format!("By={GATEWAY};URI={CLIENT}");

@@ -1,4 +1,4 @@
-//! SPIFFE IDs and trust domains (SPIFFE-ID spec §2; SPEC §4). The constructors are
+//! SPIFFE IDs and trust domains (SPIFFE-ID spec §2; docs/security.md). The constructors are
 //! the validation: a [`SpiffeId`] or [`TrustDomain`] that exists is well-formed.
 //!
 //! The rules, as the SPIFFE-ID spec and its reference implementations state them:

@@ -1,4 +1,4 @@
-//! Svix webhook signatures (SPEC §4), as Clerk sends them: `svix-id`,
+//! Svix webhook signatures (docs/security.md), as Clerk sends them: `svix-id`,
 //! `svix-timestamp`, `svix-signature` (space-separated `v1,<base64>` entries, any
 //! of which may match), HMAC-SHA256 over `id.timestamp.body` with the base64 key
 //! after `whsec_`, a five-minute tolerance either way. Replays are refused by the

@@ -1,4 +1,4 @@
-//! The policy engine (SPEC §7): parse, validate, compile, evaluate.
+//! The policy engine (docs/policy.md): parse, validate, compile, evaluate.
 //!
 //! Evaluation is Istio's: any matching `deny` rule denies; otherwise any matching
 //! `allow` rule allows; otherwise the default. Rule order never changes the

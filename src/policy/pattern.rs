@@ -43,7 +43,7 @@ enum Segment {
     Rest,
 }
 
-/// A path pattern of SPEC §7: exact segments, `/*`, `/**`, `{name}` captures.
+/// A path pattern of docs/policy.md: exact segments, `/*`, `/**`, `{name}` captures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     source: String,

@@ -550,7 +550,7 @@ rules:
     assert!(err.to_string().contains("hint: quote paths"), "{err}");
 }
 
-/// East-west (SPEC §7): a service's forwarded user counts as a user only under
+/// East-west (docs/policy.md): a service's forwarded user counts as a user only under
 /// `forward_user: true`, for `from.users` and for `when`; `mtls: required`
 /// refuses a service proven by a token alone.
 #[test]

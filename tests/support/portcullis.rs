@@ -1,6 +1,6 @@
 //! The portcullis binary under test, run as a child process.
 //!
-//! [`Portcullis::start`] writes `portcullis.yaml` and `policy.yaml` (SPEC §3, §7) into
+//! [`Portcullis::start`] writes `portcullis.yaml` and `policy.yaml` (docs/configuration.md, docs/policy.md) into
 //! a temporary directory, runs `portcullis serve --config ...` with its output in
 //! `portcullis.log` there, and waits for `/readyz`. The process is killed on drop,
 //! and its log printed if the test is failing.
