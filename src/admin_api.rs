@@ -3,6 +3,7 @@
 
 use crate::authorizer::Authorizer;
 use crate::readiness::Readiness;
+use crate::reload::LastReload;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -20,11 +21,15 @@ use pb::{GetStatusRequest, GetStatusResponse, IssuerStatus};
 
 pub struct AdminApi {
     authorizer: Arc<Authorizer>,
+    last_reload: Arc<LastReload>,
 }
 
 impl AdminApi {
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
-        Self { authorizer }
+    pub fn new(authorizer: Arc<Authorizer>, last_reload: Arc<LastReload>) -> Self {
+        Self {
+            authorizer,
+            last_reload,
+        }
     }
 }
 
@@ -34,7 +39,7 @@ impl Admin for AdminApi {
         &self,
         _request: Request<GetStatusRequest>,
     ) -> Result<Response<GetStatusResponse>, Status> {
-        let status = Readiness::of(&self.authorizer).await;
+        let status = Readiness::of(&self.authorizer, &self.last_reload).await;
         Ok(Response::new(GetStatusResponse {
             version: status.version.to_owned(),
             ready: status.ready,

@@ -20,7 +20,7 @@ use crate::principal::{Principal, User, Webhook};
 use crate::replicas::SharedState;
 use crate::request::AuthzRequest;
 use crate::runtime::Runtime;
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -253,8 +253,6 @@ fn build_issuer(config: &IssuerConfig, runtime: &Runtime) -> Issuer {
 pub struct Authorizer {
     runtime: Arc<Runtime>,
     snapshot: ArcSwap<Snapshot>,
-    /// Why the last reload failed, while the previous policy/config serves.
-    reload_error: ArcSwapOption<String>,
 }
 
 impl Authorizer {
@@ -266,7 +264,6 @@ impl Authorizer {
                 pipeline: Arc::new(pipeline),
                 policy,
             }),
-            reload_error: ArcSwapOption::empty(),
         }
     }
 
@@ -302,16 +299,6 @@ impl Authorizer {
             pipeline: Arc::clone(&current.pipeline),
             policy: Arc::clone(&policy),
         });
-    }
-
-    /// Records the outcome of a reload: `Some(why)` when it failed.
-    pub fn set_reload_error(&self, error: Option<String>) {
-        self.reload_error.store(error.map(Arc::new));
-    }
-
-    /// Why the last reload failed, if it did.
-    pub fn reload_error(&self) -> Option<Arc<String>> {
-        self.reload_error.load_full()
     }
 
     /// Whether every issuer in force has its keys (a remote JWKS was fetched).

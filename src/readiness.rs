@@ -2,6 +2,7 @@
 //! `/readyz` and the gRPC `Admin/GetStatus`.
 
 use crate::authorizer::Authorizer;
+use crate::reload::LastReload;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    pub async fn of(authorizer: &Authorizer) -> Readiness {
+    pub async fn of(authorizer: &Authorizer, last_reload: &LastReload) -> Readiness {
         let pipeline = authorizer.pipeline();
         let issuers: Vec<IssuerStatus> = pipeline
             .authenticator()
@@ -53,7 +54,7 @@ impl Readiness {
             version: env!("CARGO_PKG_VERSION"),
             policy_rules: authorizer.policy().rules().len(),
             issuers,
-            reload_error: authorizer.reload_error().map(|e| e.to_string()),
+            reload_error: last_reload.error().map(|e| e.to_string()),
         }
     }
 }

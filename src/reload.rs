@@ -19,6 +19,25 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 
+/// Why the last reload failed, while the previous config and policy serve
+/// (`/readyz` and `Admin/GetStatus` show it).
+#[derive(Default)]
+pub struct LastReload {
+    error: arc_swap::ArcSwapOption<String>,
+}
+
+impl LastReload {
+    /// Records the outcome of a reload: `Some(why)` when it failed.
+    pub fn set(&self, error: Option<String>) {
+        self.error.store(error.map(Arc::new));
+    }
+
+    /// Why the last reload failed, if it did.
+    pub fn error(&self) -> Option<Arc<String>> {
+        self.error.load_full()
+    }
+}
+
 /// How often the watched files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -64,7 +83,12 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
 }
 
 /// Starts the watcher; it runs until aborted.
-pub fn spawn(watched: Watched, authorizer: Arc<Authorizer>, every: Duration) -> JoinHandle<()> {
+pub fn spawn(
+    watched: Watched,
+    authorizer: Arc<Authorizer>,
+    last: Arc<LastReload>,
+    every: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut config = watched.config;
         let config_file = watched.config_file;
@@ -78,7 +102,7 @@ pub fn spawn(watched: Watched, authorizer: Arc<Authorizer>, every: Duration) -> 
                 let now = fingerprint(file);
                 if now != config_seen {
                     config_seen = now;
-                    if let Some(new) = reload_config(file, &config, &authorizer) {
+                    if let Some(new) = reload_config(file, &config, &authorizer, &last) {
                         config = new;
                         // The config reload loaded the policy too.
                         policy_seen = config.policy_file.as_deref().and_then(fingerprint);
@@ -90,7 +114,7 @@ pub fn spawn(watched: Watched, authorizer: Arc<Authorizer>, every: Duration) -> 
                 let now = fingerprint(file);
                 if now != policy_seen {
                     policy_seen = now;
-                    reload_policy(file, &config, &authorizer);
+                    reload_policy(file, &config, &authorizer, &last);
                 }
             }
         }
@@ -105,12 +129,12 @@ fn count(authorizer: &Authorizer, result: &'static str) {
         .inc();
 }
 
-fn reload_policy(file: &Path, config: &Config, authorizer: &Authorizer) {
+fn reload_policy(file: &Path, config: &Config, authorizer: &Authorizer, last: &LastReload) {
     match Policy::load(file, &config.policy_options) {
         Ok(policy) => {
             let rules = policy.rules().len();
             authorizer.set_policy(Arc::new(policy));
-            authorizer.set_reload_error(None);
+            last.set(None);
             count(authorizer, "success");
             tracing::info!(file = %file.display(), rules, "policy reloaded");
         }
@@ -119,8 +143,7 @@ fn reload_policy(file: &Path, config: &Config, authorizer: &Authorizer) {
             for error in &errors {
                 tracing::error!(%error, "policy reload failed; the previous policy stays in force");
             }
-            authorizer
-                .set_reload_error(Some(format!("policy reload failed: {}", errors.join("; "))));
+            last.set(Some(format!("policy reload failed: {}", errors.join("; "))));
             count(authorizer, "error");
         }
     }
@@ -128,7 +151,12 @@ fn reload_policy(file: &Path, config: &Config, authorizer: &Authorizer) {
 
 /// Reloads the config: issuers, headers and policy are swapped; listener and TLS
 /// changes need a restart and are only reported.
-fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Option<Config> {
+fn reload_config(
+    file: &Path,
+    current: &Config,
+    authorizer: &Authorizer,
+    last: &LastReload,
+) -> Option<Config> {
     let new = match Config::load(file) {
         Ok(new) => new,
         Err(e) => {
@@ -136,8 +164,7 @@ fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Opti
             for error in &errors {
                 tracing::error!(%error, "config reload failed; the previous config stays in force");
             }
-            authorizer
-                .set_reload_error(Some(format!("config reload failed: {}", errors.join("; "))));
+            last.set(Some(format!("config reload failed: {}", errors.join("; "))));
             count(authorizer, "error");
             return None;
         }
@@ -158,13 +185,13 @@ fn reload_config(file: &Path, current: &Config, authorizer: &Authorizer) -> Opti
         Ok(pipeline) => pipeline,
         Err(e) => {
             tracing::error!(error = %e, "config reload failed; the previous config stays in force");
-            authorizer.set_reload_error(Some(format!("config reload failed: {e}")));
+            last.set(Some(format!("config reload failed: {e}")));
             count(authorizer, "error");
             return None;
         }
     };
     authorizer.install(pipeline, Arc::clone(&new.policy));
-    authorizer.set_reload_error(None);
+    last.set(None);
     count(authorizer, "success");
     tracing::info!(file = %file.display(), issuers = new.issuers.len(), rules = new.policy.rules().len(), "config reloaded");
     Some(new)

@@ -10,6 +10,7 @@ use crate::config::{Config, HttpLimits};
 use crate::ext_authz::AuthorizationService;
 use crate::identity::token_cache::TokenCacheLimits;
 use crate::metrics::Metrics;
+use crate::reload::LastReload;
 use crate::runtime::Runtime;
 use crate::tls::TlsAcceptor;
 use crate::token_api::TokenApi;
@@ -53,6 +54,8 @@ pub struct Server {
     grpc: TcpListener,
     http: TcpListener,
     authorizer: Arc<Authorizer>,
+    /// Why the last reload failed (readiness shows it).
+    last_reload: Arc<LastReload>,
     /// TLS on the gRPC listener (`server.tls`), reloaded when its files change.
     tls: Option<Arc<TlsAcceptor>>,
     refreshers: Vec<JoinHandle<()>>,
@@ -120,15 +123,18 @@ impl Server {
             );
         }
         // Hot reload of the policy file and the config file.
+        let last_reload = Arc::new(LastReload::default());
         refreshers.push(crate::reload::spawn(
             crate::reload::Watched::of(config),
             Arc::clone(&authorizer),
+            Arc::clone(&last_reload),
             crate::reload::POLL_INTERVAL,
         ));
         Ok(Server {
             grpc,
             http,
             authorizer,
+            last_reload,
             tls,
             refreshers,
             drain_delay: config.drain_delay,
@@ -219,9 +225,10 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AuthorizationService::new(Arc::clone(&self.authorizer)))
-            .add_service(AdminServer::new(AdminApi::new(Arc::clone(
-                &self.authorizer,
-            ))))
+            .add_service(AdminServer::new(AdminApi::new(
+                Arc::clone(&self.authorizer),
+                Arc::clone(&self.last_reload),
+            )))
             .add_service(TokenServiceServer::new(TokenApi::new(Arc::clone(
                 &self.authorizer,
             ))));
@@ -242,7 +249,7 @@ impl Server {
             };
         let http = crate::http::serve(
             self.http,
-            crate::http::router(Arc::clone(&self.authorizer)),
+            crate::http::router(Arc::clone(&self.authorizer), Arc::clone(&self.last_reload)),
             self.http_limits,
             stopped(stop_rx.clone()),
         );

@@ -11,10 +11,11 @@ pub use listener::serve;
 
 use crate::authorizer::Authorizer;
 use crate::readiness::Readiness;
+use crate::reload::LastReload;
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use std::sync::Arc;
 
-pub fn router(authorizer: Arc<Authorizer>) -> Router {
+pub fn router(authorizer: Arc<Authorizer>, last_reload: Arc<LastReload>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -28,6 +29,7 @@ pub fn router(authorizer: Arc<Authorizer>) -> Router {
         )
         // Nothing but webhooks takes a body of any size.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::Extension(last_reload))
         .with_state(authorizer)
 }
 
@@ -41,8 +43,11 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready when every dependency a decision needs is loaded, and not draining
 /// (after SIGTERM it answers 503 at once so endpoints move traffic away).
-async fn readyz(State(authorizer): State<Arc<Authorizer>>) -> impl IntoResponse {
-    let status = Readiness::of(&authorizer).await;
+async fn readyz(
+    State(authorizer): State<Arc<Authorizer>>,
+    axum::Extension(last_reload): axum::Extension<Arc<LastReload>>,
+) -> impl IntoResponse {
+    let status = Readiness::of(&authorizer, &last_reload).await;
     let code = if status.ready {
         StatusCode::OK
     } else {
