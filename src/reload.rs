@@ -176,9 +176,10 @@ fn reload_config(
         || new.shutdown_timeout != current.shutdown_timeout
         || new.token_cache != current.token_cache
         || new.redis != current.redis
+        || new.tls != current.tls
     {
         tracing::warn!(
-            "server listeners, limits, shutdown timing, token_cache or state.redis changed: restart portcullis to apply them"
+            "server listeners, limits, shutdown timing, server.tls paths, token_cache or state.redis changed: restart portcullis to apply them"
         );
     }
     let pipeline = match Pipeline::build(&new, authorizer.runtime()) {

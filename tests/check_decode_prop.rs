@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use envoy_types::pb::google::protobuf::Timestamp;
 use oracle::Expected;
 use portcullis::ext_authz::check_request;
+use portcullis::request::AuthzRequest;
 use prop::collection::{hash_map, vec};
 use proptest::prelude::*;
 use prost::Message;
@@ -230,5 +231,64 @@ proptest! {
     #[test]
     fn arbitrary_bytes_keep_the_relation(bytes in vec(any::<u8>(), 0..256)) {
         prop_assert_eq!(oracle::check(&bytes), Ok(()), "bytes {:02x?}", bytes);
+    }
+}
+
+/// The comparison is not vacuous: a reading that differs from the message in
+/// any one field is reported.
+#[test]
+fn a_wrong_reading_is_noticed() {
+    let message = CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                principal: "spiffe://example.org/ns/a/sa/b".into(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                time: None,
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/a".into(),
+                    host: "h".into(),
+                    headers: [("X-A".to_owned(), "1".to_owned())].into(),
+                    body: "b".into(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+    };
+    let expected = Expected::of(&message);
+    let reading = |method: &str,
+                   path: &str,
+                   headers: &[(&str, &str)],
+                   principal: &str,
+                   body: &'static [u8]| {
+        AuthzRequest::builder()
+            .method(method)
+            .host("h")
+            .path(path)
+            .headers(headers.iter().copied())
+            .peer(principal, "", !principal.is_empty())
+            .body(body)
+            .build()
+    };
+    let principal = "spiffe://example.org/ns/a/sa/b";
+    let right = reading("GET", "/a", &[("x-a", "1")], principal, b"b");
+    assert_eq!(expected.differences(&right), Vec::<String>::new());
+    for wrong in [
+        reading("POST", "/a", &[("x-a", "1")], principal, b"b"),
+        reading("GET", "/b", &[("x-a", "1")], principal, b"b"),
+        reading("GET", "/a", &[("x-a", "2")], principal, b"b"),
+        reading("GET", "/a", &[], principal, b"b"),
+        reading("GET", "/a", &[("x-a", "1"), ("x-b", "1")], principal, b"b"),
+        reading("GET", "/a", &[("x-a", "1")], "", b"b"),
+        reading("GET", "/a", &[("x-a", "1")], principal, b""),
+    ] {
+        assert_ne!(
+            expected.differences(&wrong),
+            Vec::<String>::new(),
+            "{wrong:?}"
+        );
     }
 }

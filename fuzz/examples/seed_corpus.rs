@@ -146,7 +146,11 @@ fn check_requests() -> Vec<(String, Vec<u8>)> {
         ],
     });
     raw.raw_body = br#"{"type":"user.updated","data":{"id":"user_1"}}"#.to_vec();
-    let mut body = http("POST", "/api/videos", &[("content-type", "application/json")]);
+    let mut body = http(
+        "POST",
+        "/api/videos",
+        &[("content-type", "application/json")],
+    );
     body.body = r#"{"title":"caf\u00e9"}"#.into();
     let mut extensions = http("GET", "/public", &[]);
     extensions.query = "x=1".into();
@@ -236,7 +240,10 @@ fn tokens(repo: &Path) -> Vec<(String, Vec<u8>)> {
             }
         }
         if let Some(invalid) = first("invalid").and_then(|t| t["jws"].as_str()) {
-            seeds.push((format!("wycheproof-{i}-invalid"), invalid.as_bytes().to_vec()));
+            seeds.push((
+                format!("wycheproof-{i}-invalid"),
+                invalid.as_bytes().to_vec(),
+            ));
         }
     }
     // Clerk-shaped session tokens and a service token, with their keys.
@@ -257,8 +264,8 @@ fn tokens(repo: &Path) -> Vec<(String, Vec<u8>)> {
             kid: Some("hs".into()),
             ..Header::new(jsonwebtoken::Algorithm::HS256)
         };
-        let token = encode(&header, claims, &EncodingKey::from_secret(secret))
-            .expect("sign a seed token");
+        let token =
+            encode(&header, claims, &EncodingKey::from_secret(secret)).expect("sign a seed token");
         seeds.push((format!("claims-{i}"), token.clone().into_bytes()));
         seeds.push((
             format!("claims-{i}-token-and-keys"),

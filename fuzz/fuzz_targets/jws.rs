@@ -48,7 +48,11 @@ fn token_claims(token: &str) {
     };
     let _ = claims.sub();
     let rules = ClaimRules {
-        issuer: claims.iss().as_deref().unwrap_or("https://clerk.example.test").into(),
+        issuer: claims
+            .iss()
+            .as_deref()
+            .unwrap_or("https://clerk.example.test")
+            .into(),
         audiences: vec!["https://api.example.test".into()],
         authorized_parties: vec!["https://app.example.test".into()],
         leeway: Duration::from_secs(30),

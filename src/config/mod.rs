@@ -87,7 +87,7 @@ pub struct Config {
     /// The Clerk webhook signing secret (`webhooks.clerk`).
     pub clerk_webhook: Option<WebhookSecret>,
     /// Shared state for all replicas (`state.redis`).
-    pub redis: Option<String>,
+    pub redis: Option<RedisUrl>,
     /// `server.drain_delay`: after SIGTERM, how long health says NOT_SERVING
     /// while requests are still answered, before the listeners close. May be 0.
     pub drain_delay: Duration,
@@ -134,6 +134,32 @@ impl Default for TokenCacheConfig {
         Self {
             max_bytes: 32 * MIB,
             max_token_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// The URL portcullis connects to Redis with, the password from the
+/// environment included: never printed (`Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl std::ops::Deref for RedisUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                write!(f, "{url}")
+            }
+            Err(_) => f.write_str("<redis url>"),
         }
     }
 }
@@ -286,15 +312,11 @@ impl Config {
         let headers = v.headers(&raw.headers);
         let users = v.users(&raw.users, base);
         let clerk_webhook = v.webhooks(&raw.webhooks, base);
-        let redis = raw.state.redis.clone();
-        if let Some(url) = &redis {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                v.error(
-                    &[Key::field("state"), Key::field("redis")],
-                    format!("{url:?} is not a Redis URL: write redis://HOST:PORT"),
-                );
-            }
-        }
+        let redis = raw
+            .state
+            .redis
+            .as_deref()
+            .and_then(|url| v.redis(url, raw.state.password_env.as_deref()));
         let trust = v.trust_domains(&raw.trust_domain, &raw.federated_trust_domains);
         let mtls = trust.as_ref().map(|trust| v.mtls(raw.mtls.as_ref(), trust));
         let tokens = match (&raw.tokens, &trust) {
@@ -1004,6 +1026,51 @@ impl Validator<'_> {
             },
             timeout: self.duration(&at("timeout"), raw.timeout.as_ref(), defaults.timeout),
         }
+    }
+
+    /// `state.redis`, with the password from the environment (never from the
+    /// config text): the URL portcullis connects to. Never logged.
+    fn redis(&mut self, url: &str, password_env: Option<&str>) -> Option<RedisUrl> {
+        let at = [Key::field("state"), Key::field("redis")];
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(parsed) if parsed.scheme() == "redis" => parsed,
+            Ok(parsed) if parsed.scheme() == "rediss" => {
+                self.error(&at, "rediss:// (TLS) is not supported by this build: reach Redis over a private network or a TLS sidecar with redis://".into());
+                return None;
+            }
+            _ => {
+                self.error(
+                    &at,
+                    format!("{url:?} is not a Redis URL: write redis://HOST:PORT"),
+                );
+                return None;
+            }
+        };
+        if parsed.password().is_some() {
+            self.error(&at, "the Redis URL holds a password: secrets never go in the config text; drop it from the URL and set REDIS_PASSWORD (or the variable named by state.password_env)".into());
+            return None;
+        }
+        let variable = password_env.unwrap_or("REDIS_PASSWORD");
+        let mut with_password = parsed;
+        match std::env::var(variable) {
+            Ok(password) if !password.is_empty() => {
+                if with_password.set_password(Some(&password)).is_err() {
+                    self.error(&at, "this Redis URL cannot carry a password".into());
+                    return None;
+                }
+            }
+            Err(_) if password_env.is_some() => {
+                self.error(
+                    &[Key::field("state"), Key::field("password_env")],
+                    format!(
+                        "environment variable {variable} is not set: export Redis' password there"
+                    ),
+                );
+                return None;
+            }
+            _ => {}
+        }
+        Some(RedisUrl(with_password.to_string()))
     }
 
     fn webhooks(&mut self, raw: &raw::RawWebhooks, base: &Path) -> Option<WebhookSecret> {

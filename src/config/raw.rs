@@ -234,6 +234,8 @@ pub struct RawWebhook {
 #[derive(Debug, Deserialize, Default)]
 pub struct RawState {
     pub redis: Option<String>,
+    /// The environment variable holding Redis' password (default `REDIS_PASSWORD`).
+    pub password_env: Option<String>,
 }
 
 fn default_source() -> String {

@@ -602,3 +602,50 @@ policy: policy.yaml
         "{debug}"
     );
 }
+
+#[test]
+fn the_redis_password_comes_from_the_environment_and_is_never_printed() {
+    let with = |state: &str| {
+        parse(&format!(
+            "server: {{ grpc_listen: 127.0.0.1:0, http_listen: 127.0.0.1:1 }}\nstate: {state}\npolicy: policy.yaml\n"
+        ))
+    };
+    let errors = with("{ redis: 'redis://:hunter2@127.0.0.1:6379' }")
+        .unwrap_err()
+        .errors();
+    assert!(
+        errors.iter().any(|e| e.contains("holds a password")),
+        "{errors:?}"
+    );
+    let errors = with("{ redis: 'rediss://127.0.0.1:6379' }")
+        .unwrap_err()
+        .errors();
+    assert!(errors.iter().any(|e| e.contains("rediss://")), "{errors:?}");
+    let errors = with("{ redis: 'redis://127.0.0.1:6379', password_env: PORTCULLIS_TEST_UNSET_1 }")
+        .unwrap_err()
+        .errors();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("PORTCULLIS_TEST_UNSET_1 is not set")),
+        "{errors:?}"
+    );
+
+    std::env::set_var("PORTCULLIS_TEST_REDIS_PASSWORD", "s3cret pass");
+    let config =
+        with("{ redis: 'redis://127.0.0.1:6379/0', password_env: PORTCULLIS_TEST_REDIS_PASSWORD }")
+            .unwrap();
+    let url = config.redis.as_deref().unwrap();
+    assert_eq!(
+        redis::Client::open(url)
+            .unwrap()
+            .get_connection_info()
+            .redis
+            .password
+            .as_deref(),
+        Some("s3cret pass"),
+        "the client gets the password"
+    );
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("s3cret"), "never printed: {printed}");
+}

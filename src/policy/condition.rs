@@ -4,7 +4,9 @@
 
 use super::Context;
 use crate::principal::Principal;
-use cel_interpreter::{Program, Value};
+use cel::common::ast::{operators, CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::objects::{KeyRef, Map};
+use cel::{Program, Value};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -14,7 +16,8 @@ pub const VARIABLES: [&str; 5] = ["request", "params", "user", "token", "service
 /// A compiled `when`.
 pub struct Condition {
     source: String,
-    program: Program,
+    /// The parsed condition, `[...]` rewritten by [`missing_is_null`].
+    expr: IdedExpr,
     /// The condition is about users (`user`/`token`): it cannot hold for a
     /// principal without a user, so the rule does not apply to one.
     needs_user: bool,
@@ -26,12 +29,16 @@ pub struct Condition {
     uses: [bool; 5],
 }
 
-/// The standard CEL functions, registered once; each evaluation opens a child
-/// scope of it for its variables instead of building a whole context.
-fn root() -> &'static cel_interpreter::Context<'static> {
-    static ROOT: std::sync::OnceLock<cel_interpreter::Context<'static>> =
-        std::sync::OnceLock::new();
-    ROOT.get_or_init(cel_interpreter::Context::default)
+/// The standard CEL functions and [`ABSENT`], registered once; each evaluation
+/// opens a child scope of it for its variables instead of building a whole context.
+fn root() -> &'static cel::Context<'static, 'static> {
+    static ROOT: std::sync::OnceLock<cel::Context<'static, 'static>> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mut root = cel::Context::default();
+        root.add_function(ABSENT, absent)
+            .expect("`@absent` is no standard function");
+        root
+    })
 }
 
 impl std::fmt::Debug for Condition {
@@ -70,13 +77,15 @@ impl Condition {
                 VARIABLES.join(", ")
             ));
         }
+        let mut expr = program.expression().clone();
+        missing_is_null(&mut expr);
         Ok(Self {
             source: source.to_owned(),
             needs_user: references.has_variable("user") || references.has_variable("token"),
             needs_service: references.has_variable("service"),
             params: params_used(source),
             uses: VARIABLES.map(|v| references.has_variable(v)),
-            program,
+            expr,
         })
     }
 
@@ -122,29 +131,29 @@ impl Condition {
                 continue;
             }
             let value = match *name {
-                "request" => cel_interpreter::to_value(RequestVars {
+                "request" => cel::to_value(RequestVars {
                     method: ctx.request.method(),
                     host: ctx.request.host(),
                     path: ctx.path.to_string(),
                     headers: ctx.request.headers(),
                     query: query_map(ctx.request.path()),
                 }),
-                "params" => cel_interpreter::to_value(
+                "params" => cel::to_value(
                     params
                         .iter()
                         .map(|(k, v)| (k.as_str(), v.as_str()))
                         .collect::<HashMap<&str, &str>>(),
                 ),
-                "user" => cel_interpreter::to_value(user),
-                "token" => cel_interpreter::to_value(token),
-                _ => cel_interpreter::to_value(service),
+                "user" => cel::to_value(user),
+                "token" => cel::to_value(token),
+                _ => cel::to_value(service),
             };
             match value {
                 Ok(value) => cel.add_variable_from_value(*name, value),
                 Err(e) => return Verdict::Error(format!("cannot expose `{name}`: {e}")),
             }
         }
-        match self.program.execute(&cel) {
+        match Value::resolve(&self.expr, &cel) {
             Ok(Value::Bool(true)) => Verdict::True,
             Ok(Value::Bool(false)) => Verdict::False,
             Ok(other) => Verdict::Error(format!("the condition returned {other:?}, not a boolean")),
@@ -153,35 +162,105 @@ impl Condition {
     }
 }
 
-thread_local! {
-    /// Set while this thread parses CEL: the panic hook stays quiet then.
-    static PARSING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Parses CEL. The parser (cel-parser 0.10) can panic on some malformed input
-/// (e.g. `a ==`); a policy file is input, so the panic is caught and turned into
-/// an error. A panic hook, installed once, keeps such a panic quiet on the parsing
-/// thread and hands every other panic to the previous hook. Load time only.
+/// Parses CEL. A malformed expression is an error, whose first line says where
+/// and what the parser expected.
 fn parse(source: &str) -> Result<Program, String> {
-    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !PARSING.with(std::cell::Cell::get) {
-                previous(info);
-            }
-        }));
-    });
-    PARSING.with(|p| p.set(true));
-    let parsed = std::panic::catch_unwind(|| Program::compile(source));
-    PARSING.with(|p| p.set(false));
-    match parsed {
-        Ok(Ok(program)) => Ok(program),
-        Ok(Err(e)) => Err(format!(
+    Program::compile(source).map_err(|e| {
+        format!(
             "invalid CEL: {}",
             e.to_string().lines().next().unwrap_or_default()
-        )),
-        Err(_) => Err("invalid CEL: the expression is incomplete or malformed".into()),
+        )
+    })
+}
+
+/// The function `a[b]` is compiled to call first (see [`missing_is_null`]). CEL
+/// has no `@` in names, so no condition can call it or define it otherwise.
+const ABSENT: &str = "@absent";
+
+/// Rewrites every `a[b]` into `@absent(a, b) ? null : a[b]`. Conditions index
+/// optional entries (`request.headers['x-beta'] == 'on'`), and portcullis has read
+/// a missing map key or a list index past the end as `null` since its first CEL
+/// interpreter (cel-interpreter 0.10) did: the comparison is then false. CEL proper
+/// makes it an error, which would deny the request instead. Any other failure of
+/// `a[b]` (indexing a string, a key of the wrong type) stays an error.
+fn missing_is_null(expr: &mut IdedExpr) {
+    match &mut expr.expr {
+        Expr::Call(call) => {
+            if let Some(target) = &mut call.target {
+                missing_is_null(target);
+            }
+            call.args.iter_mut().for_each(missing_is_null);
+            if call.func_name == operators::INDEX && call.target.is_none() && call.args.len() == 2 {
+                let absent = Expr::Call(CallExpr {
+                    func_name: ABSENT.to_owned(),
+                    target: None,
+                    args: call.args.clone(),
+                });
+                let id = expr.id;
+                let node = |expr| IdedExpr { id, expr };
+                let index = std::mem::take(&mut expr.expr);
+                expr.expr = Expr::Call(CallExpr {
+                    func_name: operators::CONDITIONAL.to_owned(),
+                    target: None,
+                    args: vec![
+                        node(absent),
+                        node(Expr::Literal(LiteralValue::Null)),
+                        node(index),
+                    ],
+                });
+            }
+        }
+        Expr::Comprehension(c) => {
+            for part in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                missing_is_null(part);
+            }
+        }
+        Expr::List(list) => list.elements.iter_mut().for_each(missing_is_null),
+        Expr::Map(map) => map.entries.iter_mut().for_each(|e| match &mut e.expr {
+            EntryExpr::MapEntry(entry) => {
+                missing_is_null(&mut entry.key);
+                missing_is_null(&mut entry.value);
+            }
+            EntryExpr::StructField(field) => missing_is_null(&mut field.value),
+        }),
+        Expr::Struct(s) => s.entries.iter_mut().for_each(|e| match &mut e.expr {
+            EntryExpr::MapEntry(entry) => {
+                missing_is_null(&mut entry.key);
+                missing_is_null(&mut entry.value);
+            }
+            EntryExpr::StructField(field) => missing_is_null(&mut field.value),
+        }),
+        Expr::Select(select) => missing_is_null(&mut select.operand),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+/// `@absent(a, b)`: `a` is a map without the key `b`, or a list `b` is not an
+/// index of.
+fn absent(target: Value, key: Value) -> bool {
+    match (&target, &key) {
+        (Value::Map(map), key) => key_ref(key).is_some_and(|k| Map::get(map, &k).is_none()),
+        (Value::List(list), Value::Int(i)) => usize::try_from(*i).map_or(true, |i| i >= list.len()),
+        (Value::List(list), Value::UInt(i)) => {
+            usize::try_from(*i).map_or(true, |i| i >= list.len())
+        }
+        _ => false,
+    }
+}
+
+fn key_ref(key: &Value) -> Option<KeyRef<'_>> {
+    match key {
+        Value::String(s) => Some(KeyRef::String(s)),
+        Value::Int(i) => Some(KeyRef::Int(*i)),
+        Value::UInt(u) => Some(KeyRef::Uint(*u)),
+        Value::Bool(b) => Some(KeyRef::Bool(*b)),
+        _ => None,
     }
 }
 
@@ -309,6 +388,60 @@ mod tests {
         let err = Condition::compile("usr.role == 'A' && requests.x").unwrap_err();
         assert!(err.contains("requests, usr"), "{err}");
         assert!(Condition::compile("user.roles.exists(r, r == 'ADMIN')").is_ok());
+    }
+
+    #[test]
+    fn malformed_conditions_are_errors_not_panics() {
+        // Each of these panicked inside cel-interpreter 0.10's parser.
+        for source in [
+            "a ==",
+            "user.role ==",
+            "(",
+            "a.b(",
+            "[1,",
+            "{'a':",
+            "1 +",
+            "!",
+            "x ? y",
+        ] {
+            let err = Condition::compile(source).unwrap_err();
+            assert!(err.starts_with("invalid CEL: "), "{source}: {err}");
+        }
+    }
+
+    /// Evaluates `source` over `request` = `{headers: {x-beta: on}, roles: [a]}`.
+    fn eval(source: &str) -> Result<Value, String> {
+        let condition = Condition::compile(source)?;
+        let request = serde_json::json!({ "headers": { "x-beta": "on" }, "roles": ["a"] });
+        let mut ctx = root().new_inner_scope();
+        ctx.add_variable_from_value("request", cel::to_value(request).unwrap());
+        Value::resolve(&condition.expr, &ctx).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_missing_entry_indexes_to_null() {
+        for (source, want) in [
+            ("request.headers['x-beta'] == 'on'", true),
+            ("request.headers['x-other'] == 'on'", false),
+            ("request.headers['x-other'] == null", true),
+            ("request.headers[1] == 'on'", false),
+            ("request.roles[0] == 'a'", true),
+            ("request.roles[1] == 'a'", false),
+            ("request.roles[-1] == 'a'", false),
+            ("request.roles.exists(r, request.headers[r] == 'on')", false),
+            ("has(request.headers.other)", false),
+            ("'x-beta' in request.headers", true),
+        ] {
+            assert_eq!(eval(source), Ok(Value::Bool(want)), "{source}");
+        }
+        // Member access to a missing field, and indexes of the wrong kind, stay errors.
+        for source in [
+            "request.headers.other == 'on'",
+            "request.roles['a'] == 'a'",
+            "'abc'[0] == 'a'",
+        ] {
+            assert!(eval(source).is_err(), "{source}: {:?}", eval(source));
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod check;
 pub mod client;
 pub mod echo;
 pub mod envoy;
+pub mod istio;
 pub mod jwks;
 pub mod pki;
 pub mod portcullis;
