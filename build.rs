@@ -1,6 +1,8 @@
 //! Compiles portcullis' own gRPC API (`proto/`) with a pure-Rust protobuf compiler
 //! (protox), so building needs no system `protoc`. Envoy's protos come precompiled
-//! from the `envoy-types` crate; only our own API is compiled here.
+//! from the `envoy-types` crate; only our own API is compiled here, and the server
+//! side of Envoy's `Authorization` service, whose `Check` requests are read by our
+//! own codec (`ext_authz::CheckCodec`) instead of prost.
 
 use prost::Message;
 use std::{env, fs, path::PathBuf};
@@ -22,5 +24,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    authorization_server();
     Ok(())
+}
+
+/// `envoy.service.auth.v3.Authorization`, server only, written to
+/// `$OUT_DIR/envoy.service.auth.v3.Authorization.rs` for `ext_authz::service`.
+fn authorization_server() {
+    let check = tonic_prost_build::manual::Method::builder()
+        .name("check")
+        .route_name("Check")
+        .input_type("crate::request::AuthzRequest")
+        .output_type("envoy_types::ext_authz::v3::pb::CheckResponse")
+        .codec_path("crate::ext_authz::CheckCodec")
+        .build();
+    let service = tonic_prost_build::manual::Service::builder()
+        .name("Authorization")
+        .package("envoy.service.auth.v3")
+        .method(check)
+        .build();
+    tonic_prost_build::manual::Builder::new()
+        .build_client(false)
+        .build_server(true)
+        .compile(&[service]);
 }

@@ -206,6 +206,22 @@ fn check_requests() -> Vec<(String, Vec<u8>)> {
         ("extensions".into(), with_extensions),
         // Hand-written edge cases of the reader's own tests.
         ("group".into(), vec![0x0b]),
+        // A `headers` map entry with a field 3, which only `HeaderValue` has:
+        // prost skips it, the reader reads it as `raw_value` (see the oracle).
+        (
+            "map-entry-field-3".into(),
+            vec![
+                0x0a, 0x0f, 0x22, 0x0d, 0x12, 0x0b, 0x1a, 0x09, 0x0a, 0x01, b'a', 0x12, 0x01,
+                b'v', 0x1a, 0x01, b'w',
+            ],
+        ),
+        (
+            "map-entry-field-3-varint".into(),
+            vec![
+                0x0a, 0x0e, 0x22, 0x0c, 0x12, 0x0a, 0x1a, 0x08, 0x0a, 0x01, b'a', 0x12, 0x01,
+                b'v', 0x18, 0x01,
+            ],
+        ),
         ("varint-where-message".into(), vec![0x08, 0x01]),
         (
             "skipped-numbers".into(),

@@ -16,33 +16,18 @@ impl FromStr for ConfigDuration {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || DurationError(s.to_owned());
-        let mut rest = s.trim();
-        if rest.is_empty() {
+        let text = s.trim();
+        // humantime reads more than the mesh writes: `5M` is five months to it, `1y`
+        // 365.25 days, and it takes weeks, fractions, spaces and a bare `0`. Only
+        // digits and the letters of ms, s, m, h and d reach it, ending in a unit.
+        let documented = text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"mshd".contains(&b))
+            && text.ends_with(|c: char| c.is_ascii_alphabetic());
+        if !documented {
             return Err(err());
         }
-        let mut total = Duration::ZERO;
-        while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-            if digits == 0 {
-                return Err(err());
-            }
-            let value: u64 = rest[..digits].parse().map_err(|_| err())?;
-            rest = &rest[digits..];
-            let unit_len = rest
-                .find(|c: char| c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit = match &rest[..unit_len] {
-                "ms" => Duration::from_millis(value),
-                "s" => Duration::from_secs(value),
-                "m" => Duration::from_secs(value.checked_mul(60).ok_or_else(err)?),
-                "h" => Duration::from_secs(value.checked_mul(3600).ok_or_else(err)?),
-                "d" => Duration::from_secs(value.checked_mul(86400).ok_or_else(err)?),
-                _ => return Err(err()),
-            };
-            total = total.checked_add(unit).ok_or_else(err)?;
-            rest = &rest[unit_len..];
-        }
-        Ok(Self(total))
+        humantime::parse_duration(text).map(Self).map_err(|_| err())
     }
 }
 
@@ -85,6 +70,16 @@ mod tests {
             "1.5h",
             "5x",
             "99999999999999999999d",
+            // What humantime alone would take.
+            "0",
+            "5M",
+            "1y",
+            "2w",
+            "1h 30m",
+            "5min",
+            "3days",
+            "10ns",
+            "1.5s",
         ] {
             assert!(bad.parse::<ConfigDuration>().is_err(), "{bad}");
         }
