@@ -12,8 +12,13 @@
 //!
 //! The same case table ([`support::istio::cases`]) goes through the plain
 //! `mesh/envoy/` configs (front proxy; channels and caller sidecars) and through
-//! the Istio shape, and both must give the table's answers. Needs Envoy
-//! (`scripts/test`, or `ENVOY_BIN`).
+//! the Istio shape, and both must give the table's answers; the table lives in
+//! tests/support/istio.rs beside the Istio configs, and its policy is
+//! `e2e_user_traffic.rs`'s plus one east-west rule. With the shipped workload
+//! policy the gateway's traffic is decided at the gateway only (the app sees no
+//! `x-caller-spiffe-id`); a second test removes that exception and shows the
+//! gateway becoming the caller at the workload. Without portcullis every CUSTOM
+//! hop answers 503 (fail closed). Needs Envoy (`scripts/test`, or `ENVOY_BIN`).
 
 mod support;
 
@@ -183,12 +188,12 @@ async fn istio_shaped_proxies_decide_as_the_plain_envoy_configs() {
     let app = EchoUpstream::start().await;
     let tokens = Tokens::new(&key);
     let cases = istio::cases();
-    let tls_portcullis = Portcullis::start(&config(&jwks, &pki, true, istio::POLICY, "")).await;
+    let tls_portcullis = Portcullis::start(&config(&jwks, &pki, true, &istio::policy(), "")).await;
 
     let mut plain: Vec<Outcome> = Vec::new();
     {
         let front_portcullis =
-            Portcullis::start(&config(&jwks, &pki, false, istio::POLICY, "")).await;
+            Portcullis::start(&config(&jwks, &pki, false, &istio::policy(), "")).await;
         let shape = PlainShape::start(
             &pki,
             front_portcullis.grpc_addr(),
@@ -251,6 +256,18 @@ async fn istio_shaped_proxies_decide_as_the_plain_envoy_configs() {
 /// so the user counts only under a `forward_user` rule naming the gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_traffic_checked_again_at_the_workload() {
+    gateway_traffic_at_the_workload("").await;
+}
+
+/// The same with the gateway in `mtls.xfcc_trusted_from`: the workload's sidecar
+/// appends its own account of the gateway to XFCC, which names the gateway
+/// itself, so the caller is still the gateway (no client certificate relayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_gateway_behind_a_sidecar_is_still_the_caller() {
+    gateway_traffic_at_the_workload(&format!("  xfcc_trusted_from: [{GATEWAY}]\n")).await;
+}
+
+async fn gateway_traffic_at_the_workload(extra_mtls: &str) {
     support::envoy::envoy_bin();
     let pki = istio::mesh_pki();
     let key = SigningKey::generate(FIRST_KID);
@@ -259,9 +276,9 @@ async fn gateway_traffic_checked_again_at_the_workload() {
     let tokens = Tokens::new(&key);
     let policy = format!(
         "{}  - name: videos-via-gateway\n    to: {{ paths: [/api/videos, /api/videos/**], methods: [GET] }}\n    from: {{ services: [{GATEWAY}], users: {{ roles: [USER, ADMIN] }} }}\n    forward_user: true\n",
-        istio::POLICY
+        istio::policy()
     );
-    let portcullis = Portcullis::start(&config(&jwks, &pki, true, &policy, "")).await;
+    let portcullis = Portcullis::start(&config(&jwks, &pki, true, &policy, extra_mtls)).await;
     let everyone = CustomPolicy::workloads().matching_everyone();
     let shape = IstioShape::start(&pki, &everyone, portcullis.grpc_addr(), app.addr()).await;
     let get = |path: &str, role: &'static str| {

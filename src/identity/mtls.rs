@@ -184,7 +184,23 @@ impl MtlsSettings {
             .as_ref()
             .filter(|hop| uses(IdentitySource::Xfcc) && self.xfcc_trusted_from.contains(hop));
         if let Some(trusted) = trusted_hop {
-            let caller = self.caller_from_xfcc(trusted, header)?;
+            let elements = xfcc::parse(header).map_err(|e| MtlsError::BadXfcc(e.to_string()))?;
+            // An Istio sidecar appends its own account of the direct peer last
+            // (`By=<this workload>;URI=<the hop>`): that names the hop, already
+            // known from the handshake; what the hop relayed comes before it.
+            let relayed = match elements.split_last() {
+                Some((last, before)) if names_only(last, trusted) => before,
+                _ => elements.as_slice(),
+            };
+            if relayed.is_empty() {
+                // The hop relayed no client certificate: it is the caller.
+                return Ok(MtlsIdentity {
+                    caller: hop.clone(),
+                    hop,
+                    xfcc: XfccUse::DescribesPeer,
+                });
+            }
+            let caller = self.caller_from_xfcc(trusted, relayed)?;
             return Ok(MtlsIdentity {
                 caller: Some(caller),
                 hop,
@@ -209,8 +225,11 @@ impl MtlsSettings {
     /// The caller a trusted hop names: the last element (the one that hop added),
     /// whose `By`, when present, must be the hop itself, and whose single URI SAN
     /// is the caller's SPIFFE ID.
-    fn caller_from_xfcc(&self, hop: &SpiffeId, header: &str) -> Result<SpiffeId, MtlsError> {
-        let elements = xfcc::parse(header).map_err(|e| MtlsError::BadXfcc(e.to_string()))?;
+    fn caller_from_xfcc(
+        &self,
+        hop: &SpiffeId,
+        elements: &[XfccElement],
+    ) -> Result<SpiffeId, MtlsError> {
         let Some(XfccElement { by, uris, .. }) = elements.last() else {
             return Err(MtlsError::BadXfcc("no element".into()));
         };
@@ -237,6 +256,11 @@ impl MtlsSettings {
             Err(MtlsError::ForeignTrustDomain(id.to_string()))
         }
     }
+}
+
+/// Whether `element` is an account of `hop` itself: its one URI SAN is the hop.
+fn names_only(element: &XfccElement, hop: &SpiffeId) -> bool {
+    matches!(element.uris.as_slice(), [uri] if *uri == hop.to_string())
 }
 
 /// The SPIFFE ID of a leaf X509-SVID given as URL-encoded PEM (Envoy's
@@ -309,6 +333,14 @@ mod tests {
         let forged_videos = format!("URI={VIDEOS}");
         let local_account =
             format!("By=spiffe://example.org/ns/default/sa/channels;Hash=ab;URI={VIDEOS}");
+        // What an Istio sidecar forwards for gateway traffic: the gateway's
+        // element (its client), then the sidecar's own account of the gateway.
+        let sidecar_account = format!(
+            "By=spiffe://example.org/ns/default/sa/channels;Hash=ab;Subject=\"\";URI={GATEWAY}"
+        );
+        let istio_relayed = format!("By={GATEWAY};URI={CLIENT},{sidecar_account}");
+        let istio_no_client = sidecar_account.clone();
+        let istio_forged = format!("By={VIDEOS};URI={CLIENT},{sidecar_account}");
         type Want = Result<(Option<SpiffeId>, XfccUse), MtlsError>;
         let cases: Vec<(&str, MtlsSettings, Source, Option<&str>, Want)> = vec![
             ("plaintext, no header", settings(&[]), from(""), None, Ok((None, XfccUse::Absent))),
@@ -347,6 +379,27 @@ mod tests {
                 from(GATEWAY),
                 Some(&appended),
                 Ok((id(CLIENT), XfccUse::Believed)),
+            ),
+            (
+                "trusted gateway behind an Istio sidecar: its client, not the sidecar's note",
+                settings(&[GATEWAY]),
+                from(GATEWAY),
+                Some(&istio_relayed),
+                Ok((id(CLIENT), XfccUse::Believed)),
+            ),
+            (
+                "trusted gateway relaying no client certificate: the gateway",
+                settings(&[GATEWAY]),
+                from(GATEWAY),
+                Some(&istio_no_client),
+                Ok((id(GATEWAY), XfccUse::DescribesPeer)),
+            ),
+            (
+                "trusted gateway behind a sidecar, element not the gateway's",
+                settings(&[GATEWAY]),
+                from(GATEWAY),
+                Some(&istio_forged),
+                Err(MtlsError::BadXfcc("its last element was not added by the hop that sent it".into())),
             ),
             (
                 "trusted gateway, but xfcc not in identity_from",

@@ -44,6 +44,7 @@ use std::net::SocketAddr;
 use serde_yaml_ng::Value;
 
 use super::pki::{portcullis_ok, TestPki};
+use super::portcullis::USER_TRAFFIC_POLICY;
 use super::{ClerkClaims, RequestBuilder, Response, SigningKey};
 
 /// `mesh/istio/istio-operator.yaml`: the MeshConfig extension provider.
@@ -67,24 +68,14 @@ pub const VIDEOS: &str = "spiffe://cluster.local/ns/default/sa/videos";
 /// A workload the policy does not let call channels.
 pub const COMMENTS: &str = "spiffe://cluster.local/ns/default/sa/comments";
 
-/// The one policy every shape is decided by: user traffic as in
-/// `e2e_user_traffic.rs`, and videos (only) may call channels' internal API.
-pub const POLICY: &str = "\
-default: deny
-rules:
-  - name: public
-    to: { paths: [/public, /public/**] }
-    from: anyone
-  - name: videos-read
-    to: { paths: [/api/videos, /api/videos/**], methods: [GET] }
-    from: { users: { roles: [USER, ADMIN] } }
-  - name: admin
-    to: { paths: [/api/admin, /api/admin/**] }
-    from: { users: { roles: [ADMIN] } }
-  - name: channels-internal
-    to: { paths: [/internal/channels/**] }
-    from: { services: [spiffe://cluster.local/ns/default/sa/videos] }
-";
+/// The one policy every shape is decided by: the user-traffic policy of
+/// `e2e_user_traffic.rs` ([`USER_TRAFFIC_POLICY`]), plus videos (only) may call
+/// channels' internal API.
+pub fn policy() -> String {
+    format!(
+        "{USER_TRAFFIC_POLICY}  - name: channels-internal\n    to: {{ paths: [/internal/channels/**] }}\n    from: {{ services: [{VIDEOS}] }}\n"
+    )
+}
 
 /// The `mtls:` section of portcullis in an Istio mesh (as in
 /// `mesh/kubernetes/base/portcullis.yaml`). The harness' config keeps
