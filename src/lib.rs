@@ -17,6 +17,7 @@ pub mod ca;
 pub mod clock;
 pub mod config;
 pub mod directory;
+pub mod duration;
 pub mod ext_authz;
 pub mod headers;
 mod http;

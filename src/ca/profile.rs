@@ -73,7 +73,10 @@ impl FromStr for Ttl {
                 .ok()
                 .and_then(|y| y.checked_mul(YEAR))
                 .map(Duration::from_secs),
-            None => s.parse::<crate::config::ConfigDuration>().ok().map(|d| d.0),
+            None => s
+                .parse::<crate::duration::ConfigDuration>()
+                .ok()
+                .map(|d| d.0),
         };
         match parsed {
             Some(d) if !d.is_zero() => Ok(Ttl(d)),

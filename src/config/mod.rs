@@ -3,13 +3,12 @@
 
 mod byte_size;
 pub mod dev;
-mod duration;
 mod east_west;
 mod raw;
 
+pub use crate::duration::ConfigDuration;
 pub use crate::headers::{ContextField, HeadersConfig, ServiceField};
 pub use crate::tls::TlsConfig;
-pub use duration::ConfigDuration;
 pub use east_west::TokensConfig;
 
 use crate::directory::{DirectoryConfig, OnUnknown, Source};
@@ -1052,13 +1051,8 @@ impl Validator<'_> {
         }
         let variable = password_env.unwrap_or("REDIS_PASSWORD");
         let mut with_password = parsed;
-        match std::env::var(variable) {
-            Ok(password) if !password.is_empty() => {
-                if with_password.set_password(Some(&password)).is_err() {
-                    self.error(&at, "this Redis URL cannot carry a password".into());
-                    return None;
-                }
-            }
+        let password = match std::env::var(variable) {
+            Ok(password) => Some(password).filter(|p| !p.is_empty()),
             Err(_) if password_env.is_some() => {
                 self.error(
                     &[Key::field("state"), Key::field("password_env")],
@@ -1068,7 +1062,13 @@ impl Validator<'_> {
                 );
                 return None;
             }
-            _ => {}
+            Err(_) => None,
+        };
+        if let Some(password) = password {
+            if with_password.set_password(Some(&password)).is_err() {
+                self.error(&at, "this Redis URL cannot carry a password".into());
+                return None;
+            }
         }
         Some(RedisUrl(with_password.to_string()))
     }

@@ -5,7 +5,7 @@
 //! into [`super::Config`] happens in `mod.rs`.
 
 use super::byte_size::ByteSize;
-use super::duration::ConfigDuration;
+use crate::duration::ConfigDuration;
 use crate::identity::Algorithm;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
@@ -29,6 +29,13 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Checked<T> {
 
 /// Deserializes a scalar written as text or as a number (`30s`, `32MiB`,
 /// `4096`) through `T`'s `FromStr`, whose error tells what to write.
+/// Durations are read from their text (`30s`), like sizes.
+impl<'de> serde::Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        from_text(deserializer)
+    }
+}
+
 pub(super) fn from_text<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,

@@ -10,6 +10,8 @@ use envoy_types::ext_authz::v3::pb::CheckResponse;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+// tonic's template builds the codec with `default()`, a unit struct here.
+#[allow(clippy::default_constructed_unit_structs)]
 mod generated {
     include!(concat!(
         env!("OUT_DIR"),

@@ -4,10 +4,12 @@
 
 use super::Context;
 use crate::principal::Principal;
-use cel::common::ast::{operators, CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue};
-use cel::objects::{KeyRef, Map};
-use cel::{Program, Value};
-use serde::Serialize;
+use cel::common::ast::{operators, EntryExpr, Expr, IdedExpr, MapExpr, StructExpr};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
+use cel::{ExecutionError, FunctionContext, Program, Value};
 use std::collections::HashMap;
 
 /// The variables a condition may use.
@@ -29,14 +31,14 @@ pub struct Condition {
     uses: [bool; 5],
 }
 
-/// The standard CEL functions and [`ABSENT`], registered once; each evaluation
+/// The standard CEL functions and [`INDEX`], registered once; each evaluation
 /// opens a child scope of it for its variables instead of building a whole context.
 fn root() -> &'static cel::Context<'static, 'static> {
     static ROOT: std::sync::OnceLock<cel::Context<'static, 'static>> = std::sync::OnceLock::new();
     ROOT.get_or_init(|| {
         let mut root = cel::Context::default();
-        root.add_function(ABSENT, absent)
-            .expect("`@absent` is no standard function");
+        root.add_function(INDEX, index)
+            .expect("`@index` is no standard function");
         root
     })
 }
@@ -130,28 +132,34 @@ impl Condition {
             if !self.uses[i] {
                 continue;
             }
-            let value = match *name {
-                "request" => cel::to_value(RequestVars {
-                    method: ctx.request.method(),
-                    host: ctx.request.host(),
-                    path: ctx.path.to_string(),
-                    headers: ctx.request.headers(),
-                    query: query_map(ctx.request.path()),
-                }),
-                "params" => cel::to_value(
-                    params
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect::<HashMap<&str, &str>>(),
-                ),
-                "user" => cel::to_value(user),
-                "token" => cel::to_value(token),
-                _ => cel::to_value(service),
+            // Built as CEL values directly: through `cel::to_value` (serde, then a
+            // conversion of the whole tree) an evaluation took twice as long.
+            let value: Box<dyn Val> = match *name {
+                "request" => Box::new(strings([
+                    ("method", string(ctx.request.method())),
+                    ("host", string(ctx.request.host())),
+                    ("path", string(ctx.path.to_string())),
+                    (
+                        "headers",
+                        Box::new(string_map(ctx.request.headers().iter())),
+                    ),
+                    (
+                        "query",
+                        Box::new(string_map(query_pairs(ctx.request.path()))),
+                    ),
+                ])),
+                "params" => Box::new(string_map(params.iter().map(|(k, v)| (k, v)))),
+                "user" => nullable_object(user),
+                "token" => nullable_object(token),
+                _ => match cel::to_value(service) {
+                    Ok(value) => {
+                        cel.add_variable_from_value(*name, value);
+                        continue;
+                    }
+                    Err(e) => return Verdict::Error(format!("cannot expose `{name}`: {e}")),
+                },
             };
-            match value {
-                Ok(value) => cel.add_variable_from_value(*name, value),
-                Err(e) => return Verdict::Error(format!("cannot expose `{name}`: {e}")),
-            }
+            cel.add_variable_as_val(*name, value);
         }
         match Value::resolve(&self.expr, &cel) {
             Ok(Value::Bool(true)) => Verdict::True,
@@ -173,42 +181,26 @@ fn parse(source: &str) -> Result<Program, String> {
     })
 }
 
-/// The function `a[b]` is compiled to call first (see [`missing_is_null`]). CEL
-/// has no `@` in names, so no condition can call it or define it otherwise.
-const ABSENT: &str = "@absent";
+/// What `a[b]` is compiled to (see [`missing_is_null`]). CEL names have no `@`,
+/// so no condition can call it by name or mean something else by it.
+const INDEX: &str = "@index";
 
-/// Rewrites every `a[b]` into `@absent(a, b) ? null : a[b]`. Conditions index
-/// optional entries (`request.headers['x-beta'] == 'on'`), and portcullis has read
-/// a missing map key or a list index past the end as `null` since its first CEL
-/// interpreter (cel-interpreter 0.10) did: the comparison is then false. CEL proper
-/// makes it an error, which would deny the request instead. Any other failure of
-/// `a[b]` (indexing a string, a key of the wrong type) stays an error.
+/// Compiles every `a[b]` to `@index(a, b)`: [`index`], which reads a missing map
+/// key or a list index past either end as `null`. Conditions index optional
+/// entries (`request.headers['x-beta'] == 'on'`), and portcullis' first CEL
+/// interpreter, cel-interpreter 0.10, read them so: without the header, the
+/// comparison is false. CEL proper makes it an error, which would deny the
+/// request instead.
 fn missing_is_null(expr: &mut IdedExpr) {
     match &mut expr.expr {
         Expr::Call(call) => {
+            if call.func_name == operators::INDEX && call.target.is_none() {
+                call.func_name = INDEX.to_owned();
+            }
             if let Some(target) = &mut call.target {
                 missing_is_null(target);
             }
             call.args.iter_mut().for_each(missing_is_null);
-            if call.func_name == operators::INDEX && call.target.is_none() && call.args.len() == 2 {
-                let absent = Expr::Call(CallExpr {
-                    func_name: ABSENT.to_owned(),
-                    target: None,
-                    args: call.args.clone(),
-                });
-                let id = expr.id;
-                let node = |expr| IdedExpr { id, expr };
-                let index = std::mem::take(&mut expr.expr);
-                expr.expr = Expr::Call(CallExpr {
-                    func_name: operators::CONDITIONAL.to_owned(),
-                    target: None,
-                    args: vec![
-                        node(absent),
-                        node(Expr::Literal(LiteralValue::Null)),
-                        node(index),
-                    ],
-                });
-            }
         }
         Expr::Comprehension(c) => {
             for part in [
@@ -222,75 +214,106 @@ fn missing_is_null(expr: &mut IdedExpr) {
             }
         }
         Expr::List(list) => list.elements.iter_mut().for_each(missing_is_null),
-        Expr::Map(map) => map.entries.iter_mut().for_each(|e| match &mut e.expr {
-            EntryExpr::MapEntry(entry) => {
-                missing_is_null(&mut entry.key);
-                missing_is_null(&mut entry.value);
+        Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => {
+            for entry in entries {
+                match &mut entry.expr {
+                    EntryExpr::MapEntry(entry) => {
+                        missing_is_null(&mut entry.key);
+                        missing_is_null(&mut entry.value);
+                    }
+                    EntryExpr::StructField(field) => missing_is_null(&mut field.value),
+                }
             }
-            EntryExpr::StructField(field) => missing_is_null(&mut field.value),
-        }),
-        Expr::Struct(s) => s.entries.iter_mut().for_each(|e| match &mut e.expr {
-            EntryExpr::MapEntry(entry) => {
-                missing_is_null(&mut entry.key);
-                missing_is_null(&mut entry.value);
-            }
-            EntryExpr::StructField(field) => missing_is_null(&mut field.value),
-        }),
+        }
         Expr::Select(select) => missing_is_null(&mut select.operand),
         Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
 }
 
-/// `@absent(a, b)`: `a` is a map without the key `b`, or a list `b` is not an
-/// index of.
-fn absent(target: Value, key: Value) -> bool {
-    match (&target, &key) {
-        (Value::Map(map), key) => key_ref(key).is_some_and(|k| Map::get(map, &k).is_none()),
-        (Value::List(list), Value::Int(i)) => usize::try_from(*i).map_or(true, |i| i >= list.len()),
-        (Value::List(list), Value::UInt(i)) => {
-            usize::try_from(*i).map_or(true, |i| i >= list.len())
-        }
-        _ => false,
-    }
-}
-
-fn key_ref(key: &Value) -> Option<KeyRef<'_>> {
-    match key {
-        Value::String(s) => Some(KeyRef::String(s)),
-        Value::Int(i) => Some(KeyRef::Int(*i)),
-        Value::UInt(u) => Some(KeyRef::Uint(*u)),
-        Value::Bool(b) => Some(KeyRef::Bool(*b)),
-        _ => None,
-    }
-}
-
-#[derive(Serialize)]
-struct RequestVars<'a> {
-    method: &'a str,
-    host: &'a str,
-    /// The normalized path, query excluded.
-    path: String,
-    headers: crate::request::Headers<'a>,
-    query: HashMap<String, String>,
-}
-
-fn query_map(raw_path: &str) -> HashMap<String, String> {
-    let Some((_, query)) = raw_path.split_once('?') else {
-        return HashMap::new();
+/// `@index(a, b)`: `a[b]`, or `null` where `a` has no entry `b`. Any other
+/// failure (indexing a string, a key of the wrong type) stays an error.
+fn index(ftx: &FunctionContext) -> Result<Value, ExecutionError> {
+    let [target, key] = ftx.args.as_slice() else {
+        return Err(ExecutionError::invalid_argument_count(2, ftx.args.len()));
     };
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(k), decode(v))
-        })
-        .collect()
+    let (target, key) = (target.as_ref(), key.as_ref());
+    let Some(indexer) = target.as_indexer() else {
+        return Err(ExecutionError::no_such_overload(
+            operators::INDEX,
+            vec![
+                target.get_type().name().to_owned(),
+                key.get_type().name().to_owned(),
+            ],
+        ));
+    };
+    match indexer.get(key) {
+        Ok(value) => Value::try_from(value.as_ref()),
+        Err(ExecutionError::NoSuchKey(_) | ExecutionError::IndexOutOfBounds(_)) => Ok(Value::Null),
+        Err(e) => Err(e),
+    }
+}
+
+/// A map with string keys; a key given twice keeps its last value.
+fn strings<K: AsRef<str>>(entries: impl IntoIterator<Item = (K, Box<dyn Val>)>) -> CelMap<'static> {
+    CelMap::from(
+        entries
+            .into_iter()
+            .map(|(k, v)| (CelMapKey::from(k.as_ref().to_owned()), v))
+            .collect::<HashMap<_, _>>(),
+    )
+}
+
+fn string_map<K: AsRef<str>, V: AsRef<str>>(
+    entries: impl Iterator<Item = (K, V)>,
+) -> CelMap<'static> {
+    strings(entries.map(|(k, v)| (k, string(v.as_ref()))))
+}
+
+fn string(s: impl Into<String>) -> Box<dyn Val> {
+    Box::new(CelString::from(s.into()))
+}
+
+/// A JSON object (claims, a user row) as CEL sees it. Numbers convert as serde
+/// serializes them: non-negative integers are `uint`, negative ones `int`.
+fn object(map: &serde_json::Map<String, serde_json::Value>) -> CelMap<'static> {
+    strings(map.iter().map(|(k, v)| (k.as_str(), json(v))))
+}
+
+fn nullable_object(map: Option<&serde_json::Map<String, serde_json::Value>>) -> Box<dyn Val> {
+    match map {
+        Some(map) => Box::new(object(map)),
+        None => Box::new(CelNull),
+    }
+}
+
+fn json(value: &serde_json::Value) -> Box<dyn Val> {
+    use serde_json::Value as Json;
+    match value {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Box::new(CelUInt::from(u)),
+            (None, Some(i)) => Box::new(CelInt::from(i)),
+            _ => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Json::String(s) => string(s.as_str()),
+        Json::Array(items) => Box::new(CelList::from(items.iter().map(json).collect::<Vec<_>>())),
+        Json::Object(map) => Box::new(object(map)),
+    }
+}
+
+/// The query's `name=value` pairs, percent- and `+`-decoded.
+fn query_pairs(raw_path: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    let query = raw_path.split_once('?').map_or("", |(_, query)| query);
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        (decode(k), decode(v))
+    })
 }
 
 /// Identifier characters outside string literals, as (start, identifier) pairs.
@@ -435,8 +458,18 @@ mod tests {
     }
 
     #[test]
+    fn json_converts_as_serde_serializes_it() {
+        let value = |json_value| Value::try_from(json(&json_value).as_ref());
+        assert_eq!(value(serde_json::json!(3)), Ok(Value::UInt(3)));
+        assert_eq!(value(serde_json::json!(-3)), Ok(Value::Int(-3)));
+        assert_eq!(value(serde_json::json!(1.5)), Ok(Value::Float(1.5)));
+        let claims = serde_json::json!({ "roles": ["a"], "n": null, "ok": true });
+        assert_eq!(value(claims.clone()), Ok(cel::to_value(claims).unwrap()));
+    }
+
+    #[test]
     fn query_parameters() {
-        let q = query_map("/p?a=1&b=x%20y&c&d=a+b");
+        let q: HashMap<_, _> = query_pairs("/p?a=1&b=x%20y&c&d=a+b").collect();
         assert_eq!(q["a"], "1");
         assert_eq!(q["b"], "x y");
         assert_eq!(q["c"], "");

@@ -31,12 +31,6 @@ impl FromStr for ConfigDuration {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        super::raw::from_text(deserializer)
-    }
-}
-
 impl fmt::Display for ConfigDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.0)
