@@ -172,7 +172,35 @@ impl Condition {
 
 /// Parses CEL. A malformed expression is an error, whose first line says where
 /// and what the parser expected.
+/// The longest `when` accepted, and its deepest nesting: the CEL parser
+/// recurses per operator and bracket; about 1,500 chained `+`, or 30 nested
+/// parentheses in a debug build, overflow a 2 MiB thread stack (measured), which
+/// aborts the process instead of failing.
+const MAX_CONDITION_BYTES: usize = 1024;
+const MAX_CONDITION_DEPTH: usize = 8;
+
 fn parse(source: &str) -> Result<Program, String> {
+    if source.len() > MAX_CONDITION_BYTES {
+        return Err(format!(
+            "the condition is {} bytes long; at most {MAX_CONDITION_BYTES} are accepted: split it over several rules",
+            source.len()
+        ));
+    }
+    let mut depth = 0usize;
+    for byte in source.bytes() {
+        match byte {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_CONDITION_DEPTH {
+                    return Err(format!(
+                        "the condition nests deeper than {MAX_CONDITION_DEPTH} brackets"
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
     Program::compile(source).map_err(|e| {
         format!(
             "invalid CEL: {}",
@@ -420,6 +448,23 @@ mod tests {
             let err = Condition::compile(source).unwrap_err();
             assert!(err.starts_with("invalid CEL: "), "{source}: {err}");
         }
+    }
+
+    #[test]
+    fn conditions_too_long_or_too_deep_are_refused_before_the_parser() {
+        // 1,500 chained terms overflowed the parser's stack (a process abort).
+        let long = vec!["1"; 1500].join("+");
+        let err = Condition::compile(&long).unwrap_err();
+        assert!(err.contains("at most 1024"), "{err}");
+        let deep = format!("{}1{}", "(".repeat(200), ")".repeat(200));
+        let err = Condition::compile(&deep).unwrap_err();
+        assert!(err.contains("deeper than 8"), "{err}");
+        let fine = format!("{}1{} == 1", "(".repeat(8), ")".repeat(8));
+        assert!(Condition::compile(&fine).is_ok());
+        // The longest chain accepted parses on a test thread's 2 MiB stack.
+        let longest = vec!["1"; 512].join("+");
+        assert!(longest.len() <= 1024);
+        assert!(Condition::compile(&longest).is_ok());
     }
 
     /// Evaluates `source` over `request` = `{headers: {x-beta: on}, roles: [a]}`.
