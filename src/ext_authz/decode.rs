@@ -268,7 +268,7 @@ fn http_request<'a>(
         match field? {
             (2, value) => request.set_method_bytes(value.bytes(2)?),
             (3, value) => {
-                let (name, value) = key_value(value.bytes(3)?)?;
+                let (name, value) = key_value(value.bytes(3)?, false)?;
                 request.push_header_bytes(name, value);
             }
             (4, value) => request.set_path_bytes(value.bytes(4)?),
@@ -278,7 +278,7 @@ fn http_request<'a>(
             (13, value) => {
                 for field in Fields::of(value.bytes(13)?) {
                     if let (1, value) = field? {
-                        deferred.raw_headers.push(key_value(value.bytes(1)?)?);
+                        deferred.raw_headers.push(key_value(value.bytes(1)?, true)?);
                     }
                 }
             }
@@ -288,15 +288,16 @@ fn http_request<'a>(
     Ok(())
 }
 
-/// A map entry's key (field 1) and value (field 2), or a `HeaderValue`'s key
-/// and `raw_value` (field 3) when set, else its `value`. Empty when absent.
-fn key_value(message: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+/// A map entry's key (field 1) and value (field 2), or, with `raw`, a
+/// `HeaderValue`'s key and `raw_value` (field 3) when set, else its `value`. A
+/// map entry has no field 3: it is skipped, as prost skips it. Empty when absent.
+fn key_value(message: &[u8], raw: bool) -> Result<(&[u8], &[u8]), WireError> {
     let (mut key, mut value, mut raw_value): (&[u8], &[u8], &[u8]) = (&[], &[], &[]);
     for field in Fields::of(message) {
         match field? {
             (1, v) => key = v.bytes(1)?,
             (2, v) => value = v.bytes(2)?,
-            (3, v) => raw_value = v.bytes(3)?,
+            (3, v) if raw => raw_value = v.bytes(3)?,
             _ => {}
         }
     }

@@ -7,12 +7,9 @@
 //! The relation, exactly:
 //!
 //! 1. prost accepts ⇒ the reader accepts and reads the same method, host, path,
-//!    headers, source principal and certificate, TLS flag and body. Two
-//!    exceptions, both about input Envoy never sends: a group (wire type 3),
-//!    which prost skips and the reader refuses (`WireError::Group`); and a field
-//!    3 inside a `headers` map entry, which prost skips (a map entry has fields 1
-//!    and 2 only) and the reader reads as if the entry were a `HeaderValue`
-//!    (`raw_value`), see [`map_entry_field_3`].
+//!    headers, source principal and certificate, TLS flag and body. One
+//!    exception, about input Envoy never sends: a group (wire type 3), which
+//!    prost skips and the reader refuses (`WireError::Group`).
 //! 2. Whatever the bytes, when the reader accepts, it invents nothing: every
 //!    string it returns is made of pieces of the input (a header name lower-cased,
 //!    invalid UTF-8 replaced by U+FFFD, `header_map` values joined with `,`), and
@@ -147,9 +144,6 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     let request = match read {
         Ok(request) => request,
         Err(WireError::Group(..)) => return Ok(()),
-        Err(WireError::NotLengthDelimited(3, _)) if map_entry_field_3(bytes).is_none() => {
-            return Ok(())
-        }
         Err(e) => return Err(format!("prost accepts, the reader refuses: {e}")),
     };
     let expected = Expected::of(&decoded);
@@ -157,89 +151,10 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
     if differences.is_empty() {
         return Ok(());
     }
-    let map_is_read = decoded
-        .attributes
-        .and_then(|a| a.request)
-        .and_then(|r| r.http)
-        .and_then(|h| h.header_map)
-        .is_none_or(|m| m.headers.is_empty());
-    if let Some(quirk) = map_entry_field_3(bytes).filter(|_| map_is_read) {
-        let mut expected = expected;
-        expected.headers.extend(quirk);
-        if expected.differences(&request).is_empty() {
-            return Ok(());
-        }
-    }
     Err(format!(
         "the reader differs from prost: {}",
         differences.join("; ")
     ))
-}
-
-/// The `headers` map entries as the reader reads them, field 3 included: the
-/// reader shares one entry reader between map entries and `HeaderValue`s, so a
-/// non-empty field 3 in a map entry replaces the value, and a field 3 that is
-/// not length-delimited makes the message an error. prost skips that field.
-/// `None` when the bytes do not decode with field 3 as bytes (the second case).
-/// Envoy never writes a field 3 there; the day `decode.rs` reads `raw_value`
-/// only in `HeaderValue`, this allowance goes.
-fn map_entry_field_3(bytes: &[u8]) -> Option<BTreeMap<String, Vec<String>>> {
-    let decoded = mirror::CheckRequest::decode(bytes).ok()?;
-    let entries = decoded
-        .attributes
-        .and_then(|a| a.request)
-        .and_then(|r| r.http)
-        .map(|h| h.headers)
-        .unwrap_or_default();
-    let mut headers = BTreeMap::new();
-    for entry in entries {
-        let value = if entry.raw_value.is_empty() {
-            entry.value
-        } else {
-            entry.raw_value
-        };
-        let name = String::from_utf8_lossy(&entry.key).to_ascii_lowercase();
-        let value = String::from_utf8_lossy(&value).into_owned();
-        headers.insert(name, vec![value]);
-    }
-    Some(headers)
-}
-
-/// `CheckRequest` down to the `headers` map, each entry read with a field 3.
-mod mirror {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct CheckRequest {
-        #[prost(message, optional, tag = "1")]
-        pub attributes: Option<AttributeContext>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AttributeContext {
-        #[prost(message, optional, tag = "4")]
-        pub request: Option<Request>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Request {
-        #[prost(message, optional, tag = "2")]
-        pub http: Option<HttpRequest>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct HttpRequest {
-        #[prost(message, repeated, tag = "3")]
-        pub headers: Vec<Entry>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Entry {
-        #[prost(bytes = "vec", tag = "1")]
-        pub key: Vec<u8>,
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-        #[prost(bytes = "vec", tag = "3")]
-        pub raw_value: Vec<u8>,
-    }
 }
 
 /// Relation 2: every string of `request` is made of pieces of `input`.
