@@ -1,4 +1,4 @@
-//! The certificate profiles of SPEC §10 and the SPIFFE X509-SVID spec: a root CA,
+//! The certificate profiles of certs/README.md and the SPIFFE X509-SVID spec: a root CA,
 //! an intermediate (`pathlen:0`), and leaf SVIDs. All ECDSA P-256, random 159-bit
 //! serials, validity windows given explicitly (so tests and `cert renew` are
 //! deterministic). No file I/O here.
@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 /// How far `notBefore` lies in the past, so peers whose clocks lag a little accept
 /// a certificate the moment it is issued.
 pub const BACKDATE: Duration = Duration::from_secs(60);
-/// Root CA lifetime (SPEC §10).
+/// Root CA lifetime (certs/README.md).
 pub const ROOT_TTL: Duration = Duration::from_secs(10 * YEAR);
 /// Default intermediate lifetime (`ca intermediate --ttl`).
 pub const INTERMEDIATE_TTL: Duration = Duration::from_secs(2 * YEAR);
@@ -189,7 +189,7 @@ pub fn intermediate(
     })
 }
 
-/// A leaf X509-SVID (X509-SVID §4, SPEC §10): empty subject, so the SAN extension
+/// A leaf X509-SVID (X509-SVID §4, certs/README.md): empty subject, so the SAN extension
 /// is critical (RFC 5280 §4.2.1.6); exactly one URI SAN plus any DNS SANs;
 /// `cA=false`; key usage digitalSignature only (critical); EKU serverAuth and
 /// clientAuth, so the same certificate serves both ends of mTLS.

@@ -3,8 +3,8 @@
 //!
 //! Why not `envoy-types`' generated `CheckRequest`: it decodes every string into a
 //! `String` of its own and the headers into a `HashMap` hashed with SipHash — on
-//! a Check with twenty headers, more work than all of portcullis' decision (SPEC
-//! §11, `BENCHMARKS.md`). This reader walks the message once, copies the strings
+//! a Check with twenty headers, more work than all of portcullis' decision
+//! (`BENCHMARKS.md`). This reader walks the message once, copies the strings
 //! portcullis reads into the request's one buffer ([`RequestBuilder`]) and skips
 //! everything else (destination, metadata, context extensions, the TLS session's
 //! contents, ...) unread.

@@ -1,4 +1,4 @@
-//! Remote JWKS (SPEC §4): fetched at start without blocking start, refreshed by
+//! Remote JWKS (docs/configuration.md, issuers): fetched at start without blocking start, refreshed by
 //! TTL (`Cache-Control: max-age`, else the configured default), refetched when a
 //! token names an unknown `kid` — at most once per `min_refetch` per issuer, all
 //! waiting requests sharing that one fetch — and the last good key set kept when

@@ -1,4 +1,4 @@
-//! `when` conditions (SPEC §7): CEL over `request`, `params`, `user`, `token` and
+//! `when` conditions (docs/policy.md): CEL over `request`, `params`, `user`, `token` and
 //! `service`, compiled once at load. Evaluation is pure. A condition that fails to
 //! evaluate is reported as an error, and the engine denies (fail closed).
 
