@@ -86,11 +86,11 @@ impl Authenticator {
         request: &AuthzRequest,
         keep_claims: bool,
     ) -> Result<Authentication, TokenError> {
-        let Some(token) = self
+        let Some((found_in, token)) = self
             .issuers
             .iter()
             .flat_map(|issuer| issuer.credentials.iter())
-            .find_map(|credential| credential.extract(request))
+            .find_map(|credential| credential.extract(request).map(|t| (credential, t)))
         else {
             return Ok(Authentication::Anonymous);
         };
@@ -99,7 +99,7 @@ impl Authenticator {
             Some(hit)
                 if hit.generation == self.generation
                     && (hit.payload.is_some() || !keep_claims)
-                    && self.reads_from(&hit.issuer, token, request) =>
+                    && self.reads_from(&hit.issuer, found_in) =>
             {
                 self.metrics.cache_lookup("token", true);
                 return Ok(Authentication::Token(hit));
@@ -120,20 +120,14 @@ impl Authenticator {
         Ok(Authentication::Token(verified))
     }
 
-    /// Whether the issuer named `name` looks for tokens where `token` was found
-    /// in `request`: a cached verification is good only where the issuer reads
-    /// it (an issuer reading only `Authorization` refuses its token in a cookie,
-    /// cached or not).
-    fn reads_from(&self, name: &str, token: &str, request: &AuthzRequest) -> bool {
+    /// Whether the issuer named `name` looks for tokens in `location`: a cached
+    /// verification is good only where the issuer reads it (an issuer reading
+    /// only `Authorization` refuses its token in a cookie, cached or not).
+    fn reads_from(&self, name: &str, location: &Credential) -> bool {
         self.issuers
             .iter()
             .find(|issuer| *issuer.name == *name)
-            .is_some_and(|issuer| {
-                issuer
-                    .credentials
-                    .iter()
-                    .any(|c| c.extract(request) == Some(token))
-            })
+            .is_some_and(|issuer| issuer.credentials.contains(location))
     }
 
     /// The issuer whose `iss` the (not yet verified) claims name and which looks
