@@ -105,7 +105,10 @@ fn every_reference_point_answers_a_short_load() {
     for p in per_round {
         let ratios = p["rounds"].as_array().unwrap();
         assert_eq!(ratios.len(), 1, "{}: one ratio per round", p["ratio"]);
-        assert!(ratios[0].as_f64().unwrap() > 0.0, "{}", p["ratio"]);
+        // A number, not a judgement: a smoke slice is a few hundred requests,
+        // and CPU comes in 10 ms ticks, so a ratio may read 0 (tests never
+        // assert timings).
+        assert!(ratios[0].as_f64().unwrap().is_finite(), "{}", p["ratio"]);
     }
     for m in measured {
         let name = m["name"].as_str().unwrap();
