@@ -112,7 +112,7 @@ impl Runtime {
         let mut held = lock(&self.jwks);
         let old = held.get(uri).map(|entry| Arc::clone(&entry.cache));
         if let Some(cache) = &old {
-            if cache.issuer() == issuer && same_timing(cache.timing(), timing) {
+            if cache.issuer() == issuer && cache.timing() == timing {
                 return Arc::clone(cache);
             }
         }
@@ -186,10 +186,6 @@ impl Runtime {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
-}
-
-fn same_timing(a: JwksTiming, b: JwksTiming) -> bool {
-    (a.default_ttl, a.min_refetch, a.timeout) == (b.default_ttl, b.min_refetch, b.timeout)
 }
 
 impl Drop for Runtime {
