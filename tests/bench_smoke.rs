@@ -104,11 +104,13 @@ fn every_reference_point_answers_a_short_load() {
     assert_eq!(per_round.len(), 4, "four per-round ratios");
     for p in per_round {
         let ratios = p["rounds"].as_array().unwrap();
-        assert_eq!(ratios.len(), 1, "{}: one ratio per round", p["ratio"]);
-        // A number, not a judgement: a smoke slice is a few hundred requests,
-        // and CPU comes in 10 ms ticks, so a ratio may read 0 (tests never
-        // assert timings).
-        assert!(ratios[0].as_f64().unwrap().is_finite(), "{}", p["ratio"]);
+        // At most one per round, and a number. A smoke slice is a few hundred
+        // requests and CPU comes in 10 ms ticks, so a CPU figure may read 0 and
+        // its ratio be undefined (left out) or 0: tests never assert timings.
+        assert!(ratios.len() <= 1, "{}: one ratio per round", p["ratio"]);
+        for ratio in ratios {
+            assert!(ratio.as_f64().unwrap().is_finite(), "{}", p["ratio"]);
+        }
     }
     for m in measured {
         let name = m["name"].as_str().unwrap();
