@@ -13,10 +13,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Forward the request upstream, after removing `remove` and setting `set`
-    /// (overwriting any value the client sent).
+    /// (overwriting any value the client sent); `response` is added to the
+    /// response the client gets (e.g. `RateLimit`, docs/rate-limits.md).
     Allow {
         set: Vec<(String, String)>,
         remove: Vec<String>,
+        response: Vec<(String, String)>,
     },
     /// Answer the client directly, with `kind`'s status.
     Deny {
@@ -37,6 +39,8 @@ pub enum DenyKind {
     InvalidCredentials,
     /// 403: authenticated, but the policy does not allow it.
     Forbidden,
+    /// 429: allowed, but over the deciding rule's `rate_limit`.
+    TooManyRequests,
     /// 503: a dependency needed for this decision is down.
     Unavailable,
 }
@@ -47,6 +51,7 @@ impl DenyKind {
             DenyKind::BadRequest => 400,
             DenyKind::MissingCredentials | DenyKind::InvalidCredentials => 401,
             DenyKind::Forbidden => 403,
+            DenyKind::TooManyRequests => 429,
             DenyKind::Unavailable => 503,
         }
     }
@@ -57,6 +62,7 @@ impl DenyKind {
             DenyKind::MissingCredentials => "unauthenticated",
             DenyKind::InvalidCredentials => "invalid_token",
             DenyKind::Forbidden => "forbidden",
+            DenyKind::TooManyRequests => "rate_limited",
             DenyKind::Unavailable => "unavailable",
         }
     }
@@ -201,23 +207,38 @@ impl Answer {
             .collect();
         remove.sort();
         remove.dedup();
-        Answer::Allow { set, remove }
+        Answer::Allow {
+            set,
+            remove,
+            response: Vec::new(),
+        }
     }
 
     /// On an allow, sets `name` (replacing a value set before, and no longer
     /// removing it). A deny is left as it is.
     pub fn set_header(&mut self, name: &str, value: String) {
-        if let Answer::Allow { set, remove } = self {
+        if let Answer::Allow { set, remove, .. } = self {
             set.retain(|(h, _)| h != name);
             remove.retain(|h| h != name);
             set.push((name.to_owned(), value));
         }
     }
 
+    /// Adds `name: value` to the client's response: on an allow through
+    /// `response`, on a deny to its headers (replacing a value set before).
+    pub fn add_response_header(&mut self, name: &str, value: String) {
+        let headers = match self {
+            Answer::Allow { response, .. } => response,
+            Answer::Deny { headers, .. } => headers,
+        };
+        headers.retain(|(h, _)| h != name);
+        headers.push((name.to_owned(), value));
+    }
+
     /// On an allow, removes the client-sent header `name` unless portcullis sets
     /// it. A deny is left as it is.
     pub fn remove_header(&mut self, name: &str) {
-        if let Answer::Allow { set, remove } = self {
+        if let Answer::Allow { set, remove, .. } = self {
             if !set.iter().any(|(h, _)| h == name) && !remove.iter().any(|h| h == name) {
                 remove.push(name.to_owned());
                 remove.sort();
@@ -377,7 +398,7 @@ mod tests {
                 generated: false
             }
         );
-        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &user, false, &id)
+        let Answer::Allow { set, remove, .. } = Answer::allow(&config(), &req, &user, false, &id)
         else {
             panic!("allow expected")
         };
@@ -445,7 +466,7 @@ mod tests {
         let req = request(&[("x-user-id", "admin"), ("x-clerk-session", "s")]);
         let id = RequestId::of(&req, "x-request-id");
         assert!(id.generated);
-        let Answer::Allow { set, remove } =
+        let Answer::Allow { set, remove, .. } =
             Answer::allow(&config(), &req, &Principal::Anonymous, false, &id)
         else {
             panic!("allow expected")
@@ -485,7 +506,8 @@ mod tests {
             ),
         ];
         // Without forward_user: the caller's identity, and no user context.
-        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &principal, false, &id)
+        let Answer::Allow { set, remove, .. } =
+            Answer::allow(&config(), &req, &principal, false, &id)
         else {
             panic!("allow expected")
         };
@@ -496,7 +518,8 @@ mod tests {
         );
         // With it: the forwarded user's context is passed on (as verified
         // values, never the caller's extra headers).
-        let Answer::Allow { set, remove } = Answer::allow(&config(), &req, &principal, true, &id)
+        let Answer::Allow { set, remove, .. } =
+            Answer::allow(&config(), &req, &principal, true, &id)
         else {
             panic!("allow expected")
         };

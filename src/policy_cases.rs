@@ -190,7 +190,7 @@ pub fn check_case(policy: &Policy, headers: &HeadersConfig, case: &TestCase) -> 
     let eval = evaluate(policy, headers, &case.request);
     let mut diff = String::new();
     let (effect, set, removed) = match &eval.answer {
-        Answer::Allow { set, remove } => (ExpectedEffect::Allow, set.clone(), remove.clone()),
+        Answer::Allow { set, remove, .. } => (ExpectedEffect::Allow, set.clone(), remove.clone()),
         Answer::Deny { .. } => (ExpectedEffect::Deny, Vec::new(), Vec::new()),
     };
     let rule = eval
@@ -272,7 +272,7 @@ pub fn render_trace(eval: &Evaluation) -> String {
         }
     }
     match &eval.answer {
-        Answer::Allow { set, remove } => {
+        Answer::Allow { set, remove, .. } => {
             let _ = writeln!(out, "answer: 200, upstream gets:");
             for (k, v) in set {
                 let _ = writeln!(out, "  set    {k}: {v}");

@@ -21,6 +21,9 @@ pub struct AuthzRequest {
     headers: Vec<(Span, Span)>,
     principal: Span,
     certificate: Span,
+    /// The client's IP address as text: Envoy's `attributes.source.address`, or
+    /// what the HTTP mode believes (docs/gateways.md: `server.trusted_proxies`).
+    address: Span,
     tls: bool,
     body: Bytes,
 }
@@ -86,6 +89,13 @@ impl AuthzRequest {
         }
     }
 
+    /// The client's IP address (Envoy's `attributes.source.address`, or the
+    /// HTTP mode's client address); empty when unknown. What `rate_limit`
+    /// `per: ip` counts.
+    pub fn client_address(&self) -> &str {
+        self.str(self.address)
+    }
+
     /// The request body, when Envoy sends it (`with_request_body`, on webhook
     /// routes); empty otherwise.
     pub fn body(&self) -> &[u8] {
@@ -143,6 +153,7 @@ impl PartialEq for AuthzRequest {
             && self.host() == other.host()
             && self.path() == other.path()
             && self.source() == other.source()
+            && self.client_address() == other.client_address()
             && self.body == other.body
             && self.headers().iter().eq(other.headers().iter())
     }
@@ -157,6 +168,7 @@ impl std::fmt::Debug for AuthzRequest {
             .field("path", &self.path())
             .field("headers", &self.header_names().collect::<Vec<_>>())
             .field("source", &self.source())
+            .field("client_address", &self.client_address())
             .field("body_len", &self.body.len())
             .finish()
     }
@@ -277,6 +289,12 @@ impl RequestBuilder {
         self
     }
 
+    /// The client's IP address, as text.
+    pub fn client_address(mut self, address: &str) -> Self {
+        self.set_address_bytes(address.as_bytes());
+        self
+    }
+
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.request.body = body.into();
         self
@@ -308,6 +326,10 @@ impl RequestBuilder {
 
     pub(crate) fn set_certificate_bytes(&mut self, bytes: &[u8]) {
         self.request.certificate = self.push_lossy(bytes);
+    }
+
+    pub(crate) fn set_address_bytes(&mut self, bytes: &[u8]) {
+        self.request.address = self.push_lossy(bytes);
     }
 
     pub(crate) fn set_tls(&mut self, tls: bool) {

@@ -4,6 +4,7 @@
 mod byte_size;
 pub mod dev;
 mod east_west;
+mod gateway;
 mod raw;
 
 pub use crate::duration::ConfigDuration;
@@ -21,6 +22,7 @@ use crate::policy::{LoadOptions, Policy};
 use crate::yaml::{line_of, render, Key};
 use aws_lc_rs::digest;
 use byte_size::{ByteSize, KIB, MIB};
+pub use gateway::{RevocationConfig, TrustedProxies};
 use raw::{Checked, RawConfig, RawCredential, RawIssuer, RawIssuerKind};
 use std::fmt;
 use std::net::SocketAddr;
@@ -96,6 +98,13 @@ pub struct Config {
     pub http_limits: HttpLimits,
     /// `token_cache`: the verified-token cache's bounds.
     pub token_cache: TokenCacheConfig,
+    /// `server.check_listen`: the HTTP check endpoints' own listener; `None`:
+    /// they are served on `http_listen`.
+    pub check_listen: Option<SocketAddr>,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: TrustedProxies,
+    /// `revocation` and `admin`.
+    pub revocation: RevocationConfig,
 }
 
 /// `server.http`: limits of the HTTP listener.
@@ -357,6 +366,19 @@ impl Config {
             DEFAULT_SHUTDOWN_TIMEOUT,
         );
         let http_limits = v.http_limits(&raw.server.http);
+        let check_listen = raw
+            .server
+            .check_listen
+            .as_ref()
+            .map(|checked| v.listen("check_listen", Some(checked), raw::default_http_listen()));
+        if check_listen.is_some_and(|c| c.port() != 0 && (c == grpc_listen || c == http_listen)) {
+            v.error(
+                &server("check_listen"),
+                "check_listen must differ from grpc_listen and http_listen (leave it out to serve the checks on http_listen)".into(),
+            );
+        }
+        let trusted_proxies = v.trusted_proxies(&raw.server.trusted_proxies);
+        let revocation = v.revocation(&raw.revocation, &raw.admin, trust.as_ref());
         let token_cache = v.token_cache(&raw.token_cache);
         let policy_options = LoadOptions {
             trust_domain: raw.trust_domain.clone(),
@@ -413,6 +435,9 @@ impl Config {
                 shutdown_timeout,
                 http_limits,
                 token_cache,
+                check_listen,
+                trusted_proxies,
+                revocation,
             }),
             _ => Err(Error::Invalid(errors)),
         }

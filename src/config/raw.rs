@@ -95,6 +95,10 @@ pub struct RawConfig {
     /// The verified-token cache.
     #[serde(default)]
     pub token_cache: RawTokenCache,
+    #[serde(default)]
+    pub revocation: super::gateway::RawRevocation,
+    #[serde(default)]
+    pub admin: super::gateway::RawAdmin,
 }
 
 fn default_trust_domain() -> String {
@@ -114,6 +118,11 @@ pub struct RawServer {
     /// Limits of the HTTP listener.
     #[serde(default)]
     pub http: RawHttp,
+    /// The HTTP check endpoints' own listener (default: `http_listen`).
+    pub check_listen: Option<Checked<SocketAddr>>,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` name the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `server.tls`: TLS on the gRPC listener. Paths are relative to the config file.

@@ -15,7 +15,9 @@
 //! ```text
 //! CheckRequest      1 attributes
 //! AttributeContext  1 source (Peer), 4 request (Request), 12 tls_session (presence)
-//! Peer              4 principal, 5 certificate
+//! Peer              1 address (Address), 4 principal, 5 certificate
+//! Address           1 socket_address (SocketAddress)
+//! SocketAddress     2 address
 //! Request           2 http (HttpRequest)
 //! HttpRequest       2 method, 3 headers (map<string, string>), 4 path, 5 host,
 //!                   11 body, 12 raw_body, 13 header_map (HeaderMap)
@@ -239,6 +241,7 @@ fn attribute_context<'a>(
             (1, value) => {
                 for field in Fields::of(value.bytes(1)?) {
                     match field? {
+                        (1, value) => socket_address(value.bytes(1)?, request)?,
                         (4, value) => request.set_principal_bytes(value.bytes(4)?),
                         (5, value) => request.set_certificate_bytes(value.bytes(5)?),
                         _ => {}
@@ -254,6 +257,20 @@ fn attribute_context<'a>(
             }
             (12, _) => deferred.tls_session = true,
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `Peer.address`: the IP of `Address.socket_address` (a pipe address has none).
+fn socket_address(message: &[u8], request: &mut RequestBuilder) -> Result<(), WireError> {
+    for field in Fields::of(message) {
+        if let (1, value) = field? {
+            for field in Fields::of(value.bytes(1)?) {
+                if let (2, value) = field? {
+                    request.set_address_bytes(value.bytes(2)?);
+                }
+            }
         }
     }
     Ok(())

@@ -24,6 +24,7 @@ const PERMISSION_DENIED: i32 = 7;
 const UNAUTHENTICATED: i32 = 16;
 const UNAVAILABLE: i32 = 14;
 const INVALID_ARGUMENT: i32 = 3;
+const RESOURCE_EXHAUSTED: i32 = 8;
 
 fn header((key, value): (String, String)) -> HeaderValueOption {
     HeaderValueOption {
@@ -40,7 +41,11 @@ fn header((key, value): (String, String)) -> HeaderValueOption {
 impl From<Answer> for CheckResponse {
     fn from(answer: Answer) -> Self {
         match answer {
-            Answer::Allow { set, remove } => CheckResponse {
+            Answer::Allow {
+                set,
+                remove,
+                response,
+            } => CheckResponse {
                 status: Some(rpc::Status {
                     code: OK,
                     ..Default::default()
@@ -48,6 +53,7 @@ impl From<Answer> for CheckResponse {
                 http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
                     headers: set.into_iter().map(header).collect(),
                     headers_to_remove: remove,
+                    response_headers_to_add: response.into_iter().map(header).collect(),
                     ..Default::default()
                 })),
                 ..Default::default()
@@ -62,6 +68,7 @@ impl From<Answer> for CheckResponse {
                     DenyKind::MissingCredentials | DenyKind::InvalidCredentials => UNAUTHENTICATED,
                     DenyKind::Unavailable => UNAVAILABLE,
                     DenyKind::Forbidden => PERMISSION_DENIED,
+                    DenyKind::TooManyRequests => RESOURCE_EXHAUSTED,
                 };
                 CheckResponse {
                     status: Some(rpc::Status {
@@ -86,7 +93,9 @@ impl From<Answer> for CheckResponse {
 mod tests {
     use super::*;
     use crate::request::AuthzRequest;
-    use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, Metadata};
+    use envoy_types::pb::envoy::config::core::v3::{
+        address, socket_address, Address, HeaderMap, Metadata, SocketAddress,
+    };
     use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
         HttpRequest, Peer, Request as AttrRequest, TlsSession,
     };
@@ -132,7 +141,13 @@ mod tests {
         };
         let peer = Peer {
             principal: "spiffe://example.org/ns/a/sa/b".into(),
-            address: Some(Address::default()),
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: "203.0.113.7".into(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(4711)),
+                    ..Default::default()
+                })),
+            }),
             ..Default::default()
         };
         let mut check = check(http, Some(peer));
@@ -156,6 +171,7 @@ mod tests {
         assert_eq!(request.body(), b"{}");
         assert_eq!(request.source().principal, "spiffe://example.org/ns/a/sa/b");
         assert!(request.source().tls, "a peer principal means mTLS");
+        assert_eq!(request.client_address(), "203.0.113.7");
     }
 
     #[test]
