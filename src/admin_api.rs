@@ -1,10 +1,17 @@
 //! `portcullis.v1.Admin` (proto/portcullis/v1/admin.proto): the gRPC twin of
-//! `/readyz`.
+//! `/readyz`, and revocation (docs/revocation.md). `Revoke` and
+//! `ListRevocations` answer only an mTLS client whose SPIFFE ID is in
+//! `admin.principals` of the config in force (read at each call, so a reload
+//! applies); rustls verified its certificate against `server.tls.client_ca`.
 
 use crate::authorizer::Authorizer;
+use crate::identity::mtls::svid_of_der;
+use crate::identity::SpiffeId;
 use crate::readiness::Readiness;
 use crate::reload::LastReload;
+use crate::revocation::{self, Kind, Revocation, RevocationError};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Generated code of `proto/portcullis/v1`.
@@ -17,7 +24,11 @@ pub mod pb {
 }
 
 use pb::admin_server::Admin;
-use pb::{GetStatusRequest, GetStatusResponse, IssuerStatus};
+use pb::revoke_request::Target;
+use pb::{
+    GetStatusRequest, GetStatusResponse, IssuerStatus, ListRevocationsRequest,
+    ListRevocationsResponse, RevocationStatus, RevokeRequest, RevokeResponse,
+};
 
 pub struct AdminApi {
     authorizer: Arc<Authorizer>,
@@ -30,6 +41,39 @@ impl AdminApi {
             authorizer,
             last_reload,
         }
+    }
+
+    /// The caller's SPIFFE ID when it is one of `admin.principals`; never an
+    /// unauthenticated caller.
+    fn admin<T>(&self, request: &Request<T>, call: &str) -> Result<SpiffeId, Status> {
+        let leaf = request
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned())
+            .ok_or_else(|| {
+                tracing::info!(call, "admin API: refused a caller without a client certificate");
+                Status::unauthenticated(
+                    "the admin API authenticates callers by their mTLS client certificate: connect with your SVID (server.tls.client_ca must be set)",
+                )
+            })?;
+        let caller = svid_of_der(&leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let pipeline = self.authorizer.pipeline();
+        if !pipeline.revocation().admin_principals.contains(&caller) {
+            tracing::info!(call, %caller, "admin API: refused a caller not in admin.principals");
+            return Err(Status::permission_denied(format!(
+                "{caller} is not in admin.principals"
+            )));
+        }
+        Ok(caller)
+    }
+}
+
+fn to_wire(revocation: &Revocation) -> pb::Revocation {
+    pb::Revocation {
+        kind: revocation.kind.as_str().to_owned(),
+        value: revocation.value.clone(),
+        revoked_at_unix_ms: revocation.revoked_at_ms,
+        expires_at_unix_ms: revocation.expires_at_ms,
+        by: revocation.by.clone(),
     }
 }
 
@@ -53,6 +97,70 @@ impl Admin for AdminApi {
                     key_count: u32::try_from(i.key_count).unwrap_or(u32::MAX),
                 })
                 .collect(),
+            revocations: Some(RevocationStatus {
+                loaded: status.revocations.loaded,
+                count: u32::try_from(status.revocations.count).unwrap_or(u32::MAX),
+                error: status.revocations.error.unwrap_or_default(),
+            }),
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let caller = self.admin(&request, "Revoke")?;
+        let request = request.into_inner();
+        let (kind, value) = match &request.target {
+            Some(Target::Jti(jti)) => (Kind::Jti, jti),
+            Some(Target::Sub(sub)) => (Kind::Sub, sub),
+            Some(Target::Sid(sid)) => (Kind::Sid, sid),
+            None => {
+                return Err(Status::invalid_argument(
+                    "name what to revoke: jti, sub or sid",
+                ))
+            }
+        };
+        let ttl = match request.ttl_seconds {
+            0 => revocation::DEFAULT_TTL,
+            seconds => Duration::from_secs(seconds.into()),
+        };
+        let runtime = self.authorizer.runtime();
+        let revocations = runtime.revocations();
+        let revocation = Revocation::new(
+            kind,
+            value,
+            ttl,
+            revocations.clock().unix_millis(),
+            format!("admin:{caller}"),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let pipeline = self.authorizer.pipeline();
+        let stored = revocation::store::revoke(
+            revocations,
+            pipeline.shared().map(|s| &**s),
+            revocation.clone(),
+        )
+        .await;
+        tracing::info!(%caller, kind = kind.as_str(), %value, ttl_s = ttl.as_secs(),
+            shared = stored.is_ok(), "admin API: revoked");
+        match stored {
+            Ok(()) => Ok(Response::new(RevokeResponse {
+                revocation: Some(to_wire(&revocation)),
+            })),
+            Err(e @ RevocationError::NotShared(_)) => Err(Status::unavailable(e.to_string())),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<ListRevocationsRequest>,
+    ) -> Result<Response<ListRevocationsResponse>, Status> {
+        self.admin(&request, "ListRevocations")?;
+        let revocations = self.authorizer.runtime().revocations().list();
+        Ok(Response::new(ListRevocationsResponse {
+            revocations: revocations.iter().map(to_wire).collect(),
         }))
     }
 }

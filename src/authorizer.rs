@@ -15,8 +15,9 @@ use crate::identity::{
 };
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::mint::TokenMint;
-use crate::policy::{decide, Context, NormalizedPath, Policy};
+use crate::policy::{decide, Context, NormalizedPath, Policy, RateLimit};
 use crate::principal::{Principal, User, Webhook};
+use crate::ratelimit::GlobalBuckets;
 use crate::replicas::SharedState;
 use crate::request::AuthzRequest;
 use crate::runtime::Runtime;
@@ -45,8 +46,12 @@ pub struct Pipeline {
     webhook_ids: Arc<ExpiringSet>,
     /// Evictions shared with the other replicas (`state.redis`).
     shared: Option<Arc<SharedState>>,
+    /// Where `scope: global` rate limits count (`state.redis`; the runtime's).
+    global_limits: Option<Arc<GlobalBuckets>>,
     /// The `jwks_uri`s of the issuers, so the runtime keeps only their key sets.
     jwks_uris: Vec<String>,
+    /// `revocation` and `admin` (docs/revocation.md).
+    revocation: crate::config::RevocationConfig,
     clock: Clock,
 }
 
@@ -81,6 +86,11 @@ impl Pipeline {
             .redis
             .as_deref()
             .map(|url| runtime.shared(url))
+            .transpose()?;
+        let global_limits = config
+            .redis
+            .as_deref()
+            .map(|url| runtime.rate_limits().global(url).map_err(DirectoryError))
             .transpose()?;
         let issuers = config
             .issuers
@@ -124,7 +134,9 @@ impl Pipeline {
             clerk_webhook: config.clerk_webhook.clone(),
             webhook_ids: Arc::clone(runtime.webhook_ids()),
             shared,
+            global_limits,
             jwks_uris,
+            revocation: config.revocation.clone(),
             clock: runtime.clock().clone(),
         })
     }
@@ -170,9 +182,19 @@ impl Pipeline {
         )
     }
 
+    /// Where global rate limits count, when `state.redis` is set.
+    pub fn global_limits(&self) -> Option<&Arc<GlobalBuckets>> {
+        self.global_limits.as_ref()
+    }
+
     /// The state shared with other replicas, when `state.redis` is set.
     pub fn shared(&self) -> Option<&Arc<SharedState>> {
         self.shared.as_ref()
+    }
+
+    /// Who may revoke, and whether Clerk session webhooks revoke sessions.
+    pub fn revocation(&self) -> &crate::config::RevocationConfig {
+        &self.revocation
     }
 
     /// The time webhook timestamps are judged by.
@@ -371,15 +393,22 @@ impl Authorizer {
         let path = NormalizedPath::parse(request.path())?;
         if let Some(webhook) = pipeline.webhook_caller(request) {
             let principal = webhook?;
-            return Ok(self.apply_policy(snapshot, request, &path, &principal, None, request_id));
+            let mut outcome =
+                self.apply_policy(snapshot, request, &path, &principal, None, request_id);
+            self.limit_rate(pipeline, request, &principal, &mut outcome, request_id)
+                .await;
+            return Ok(outcome);
         }
         let caller = pipeline.east_west.caller(request)?;
         let keep_claims = pipeline.keep_claims || policy.reads_token_claims();
-        let principal = match pipeline
+        let authentication = pipeline
             .authenticator
             .authenticate(request, keep_claims)
-            .await?
-        {
+            .await?;
+        if let Authentication::Token(token) = &authentication {
+            self.runtime.revocations().check(token)?;
+        }
+        let principal = match authentication {
             Authentication::Anonymous => caller.without_token()?,
             Authentication::Token(token)
                 if pipeline.authenticator.kind_of(&token.issuer) == Some(IssuerKind::Service) =>
@@ -396,6 +425,8 @@ impl Authorizer {
             Some(&caller),
             request_id,
         );
+        self.limit_rate(pipeline, request, &principal, &mut outcome, request_id)
+            .await;
         if let Some(mint) = &pipeline.mint {
             let forward_user = outcome.forward_user;
             mint.seal(
@@ -406,6 +437,33 @@ impl Authorizer {
             );
         }
         Ok(outcome)
+    }
+
+    /// Counts an allow by a rule with a `rate_limit` (docs/rate-limits.md): the
+    /// client gets the `RateLimit` headers, or a 429 when over the limit.
+    async fn limit_rate(
+        &self,
+        pipeline: &Pipeline,
+        request: &AuthzRequest,
+        principal: &Principal,
+        outcome: &mut CheckOutcome,
+        request_id: &RequestId,
+    ) {
+        if let Some(limit) = outcome.rate_limit.take() {
+            self.runtime
+                .rate_limits()
+                .enforce(
+                    &limit,
+                    &mut outcome.answer,
+                    request,
+                    principal,
+                    outcome.forward_user,
+                    &pipeline.authenticator,
+                    pipeline.global_limits(),
+                    &request_id.value,
+                )
+                .await;
+        }
     }
 
     /// Runs the policy for `principal` and turns its decision into an answer;
@@ -455,6 +513,7 @@ impl Authorizer {
             decided_by: DecidedBy::Rule(decision.rule_name().to_owned()),
             principal: principal.kind(),
             forward_user: decision.forward_user,
+            rate_limit: decision.rate_limit.clone(),
         }
     }
 }
@@ -468,6 +527,8 @@ pub struct CheckOutcome {
     pub principal: &'static str,
     /// The deciding rule passes the caller's user context on.
     forward_user: bool,
+    /// The allowing rule's `rate_limit`, until counted.
+    rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl CheckOutcome {
@@ -488,6 +549,7 @@ impl CheckOutcome {
             decided_by: DecidedBy::Stage(error.stage()),
             principal: error.principal_kind(),
             forward_user: false,
+            rate_limit: None,
         }
     }
 }

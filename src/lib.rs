@@ -27,10 +27,12 @@ mod mint;
 pub mod policy;
 pub mod policy_cases;
 pub mod principal;
+mod ratelimit;
 mod readiness;
 mod reload;
 mod replicas;
 pub mod request;
+mod revocation;
 mod runtime;
 pub mod server;
 mod tls;
@@ -38,3 +40,13 @@ mod token_api;
 mod yaml;
 
 pub use admin_api::pb as admin_pb;
+
+/// What the Envoy dynamic module (`envoy-module/`, docs/in-proxy.md) assembles the
+/// same pipeline from, inside Envoy: the authorizer and its runtime, the answer it
+/// converts into Envoy callbacks, and the hot reload of config and policy.
+pub mod in_proxy {
+    pub use crate::answer::{Answer, DenyKind, RequestId};
+    pub use crate::authorizer::{Authorizer, Pipeline};
+    pub use crate::reload::{spawn as spawn_reload, LastReload, Watched, POLL_INTERVAL};
+    pub use crate::runtime::Runtime;
+}

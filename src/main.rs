@@ -68,6 +68,41 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Revoke a token (--jti), every token of a subject issued before now
+    /// (--sub) or a Clerk session (--sid) on every replica of a running
+    /// portcullis; or list the revocations in force (--list). Talks to the
+    /// admin API on the gRPC listener over mTLS: presents DIR/chain.pem and
+    /// DIR/key.pem (a SPIFFE ID in admin.principals), and verifies the server
+    /// against DIR/bundle.pem and its SPIFFE ID, not its DNS name.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["jti", "sub", "sid", "list"])))]
+    Revoke {
+        /// The gRPC listener (server.grpc_listen, with server.tls and client_ca).
+        #[arg(long, value_name = "HOST:PORT")]
+        server: String,
+        /// A `portcullis cert issue` output directory: chain.pem, key.pem, bundle.pem.
+        #[arg(long, value_name = "DIR")]
+        cert: PathBuf,
+        /// One token, by its `jti` claim.
+        #[arg(long)]
+        jti: Option<String>,
+        /// Every token of this subject issued before now ("sign out everywhere").
+        #[arg(long)]
+        sub: Option<String>,
+        /// Every token of this Clerk session (`sid` claim).
+        #[arg(long)]
+        sid: Option<String>,
+        /// List the revocations in force instead.
+        #[arg(long)]
+        list: bool,
+        /// How long the revocation lasts: at least the remaining life of the
+        /// tokens it must refuse.
+        #[arg(long, default_value = "24h", conflicts_with = "list")]
+        ttl: portcullis::ca::Ttl,
+        /// The SPIFFE ID the server must present [default: any SVID of the
+        /// bundle's trust domain].
+        #[arg(long, value_name = "SPIFFE_ID")]
+        server_id: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -333,5 +368,31 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Token {
             command: TokenCommand::Jwks { dir },
         } => cli::token::jwks(&dir),
+        Command::Revoke {
+            server,
+            cert,
+            jti,
+            sub,
+            sid,
+            list,
+            ttl,
+            server_id,
+        } => {
+            use portcullis::admin_pb::revoke_request::Target;
+            let target = jti
+                .map(Target::Jti)
+                .or(sub.map(Target::Sub))
+                .or(sid.map(Target::Sid));
+            let action = match target {
+                Some(target) if !list => cli::revoke::Action::Revoke { target, ttl: ttl.0 },
+                _ => cli::revoke::Action::List,
+            };
+            let connection = cli::revoke::Connection {
+                server: &server,
+                cert: &cert,
+                server_id: server_id.as_deref(),
+            };
+            cli::revoke::revoke(&connection, action)
+        }
     }
 }

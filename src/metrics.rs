@@ -52,6 +52,28 @@ pub struct Metrics {
     pub directory_queries: Family<ResultLabels, Counter>,
     pub directory_query_duration: Histogram,
     pub webhooks: Family<WebhookLabels, Counter>,
+    /// Credentials refused because a revocation names them.
+    pub revoked: Family<RevokedLabels, Counter>,
+    /// Requests answered 429 (docs/rate-limits.md).
+    pub rate_limited: Family<RateLimitLabels, Counter>,
+    /// One global rate-limit check in Redis (the script's round trip).
+    pub rate_limit_redis_duration: Histogram,
+    /// Global rate-limit checks counted locally because Redis did not answer.
+    pub rate_limit_fallbacks: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// The rule whose `rate_limit` refused the request.
+    pub rule: String,
+    /// Its `per`: `user`, `service`, `ip`, `token` or `rule`.
+    pub per: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevokedLabels {
+    /// What the revocation matched: `jti`, `sub` or `sid`.
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,7 +140,36 @@ impl Default for Metrics {
             "Webhook deliveries by webhook and result",
             webhooks.clone(),
         );
+        let revoked = Family::<RevokedLabels, Counter>::default();
+        registry.register(
+            "portcullis_revoked",
+            "Credentials refused as revoked, by what the revocation matched (jti, sub, sid)",
+            revoked.clone(),
+        );
+        let rate_limited = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "portcullis_rate_limited",
+            "Requests refused with 429 by a rule's rate_limit, by rule and per",
+            rate_limited.clone(),
+        );
+        // 50 µs .. ~0.8 s: a loopback round trip up to the 100 ms timeout and beyond.
+        let rate_limit_redis_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 15));
+        registry.register(
+            "portcullis_rate_limit_redis_duration_seconds",
+            "Time of one global rate-limit check in Redis",
+            rate_limit_redis_duration.clone(),
+        );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "portcullis_rate_limit_fallbacks",
+            "Global rate-limit checks counted in the local bucket because Redis did not answer",
+            rate_limit_fallbacks.clone(),
+        );
         Self {
+            rate_limited,
+            rate_limit_redis_duration,
+            rate_limit_fallbacks,
+            revoked,
             registry: Mutex::new(registry),
             directory_queries,
             directory_query_duration,

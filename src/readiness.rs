@@ -2,6 +2,7 @@
 //! `/readyz` and the gRPC `Admin/GetStatus`.
 
 use crate::authorizer::Authorizer;
+use crate::ratelimit::GlobalStatus;
 use crate::reload::LastReload;
 use serde::Serialize;
 
@@ -12,6 +13,17 @@ pub struct IssuerStatus {
     pub key_count: usize,
 }
 
+/// The revocation set: with `state.redis`, not ready until loaded from Redis.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RevocationStatus {
+    pub loaded: bool,
+    /// The revocations in force (once loaded).
+    pub count: usize,
+    /// Why they are not loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
@@ -20,6 +32,13 @@ pub struct Readiness {
     pub issuers: Vec<IssuerStatus>,
     /// Whether the user directory answers (always true for `claims`).
     pub directory_reachable: bool,
+    /// Whether the revocations are loaded (docs/revocation.md).
+    pub revocations: RevocationStatus,
+    /// How `scope: global` rate limits count, when `state.redis` is set: in
+    /// Redis, or each replica locally while Redis is unreachable (still
+    /// ready: limits hold, per replica; docs/rate-limits.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<GlobalStatus>,
     /// Shutting down: not ready, so traffic moves to other replicas.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub draining: bool,
@@ -47,8 +66,25 @@ impl Readiness {
             .collect();
         let directory_reachable = pipeline.directory().ping().await;
         let draining = authorizer.runtime().is_draining();
+        let revocations = match authorizer.runtime().revocations().status() {
+            Ok(count) => RevocationStatus {
+                loaded: true,
+                count,
+                error: None,
+            },
+            Err(error) => RevocationStatus {
+                loaded: false,
+                count: 0,
+                error: Some(error),
+            },
+        };
         Readiness {
-            ready: issuers.iter().all(|i| i.keys_loaded) && directory_reachable && !draining,
+            ready: issuers.iter().all(|i| i.keys_loaded)
+                && directory_reachable
+                && revocations.loaded
+                && !draining,
+            revocations,
+            rate_limits: pipeline.global_limits().map(|global| global.status()),
             directory_reachable,
             draining,
             version: env!("CARGO_PKG_VERSION"),

@@ -171,6 +171,7 @@ fn reload_config(
     };
     if new.grpc_listen != current.grpc_listen
         || new.http_listen != current.http_listen
+        || new.check_listen != current.check_listen
         || new.http_limits != current.http_limits
         || new.drain_delay != current.drain_delay
         || new.shutdown_timeout != current.shutdown_timeout

@@ -1,6 +1,6 @@
 //! The runtime: what lives as long as the process, whatever a reload swaps —
-//! metrics, the verified-token cache, user tombstones, webhook replay ids, the
-//! JWKS key sets (keyed by URI), the user directory with its cache (kept while
+//! metrics, the verified-token cache, user tombstones, webhook replay ids,
+//! revocations, the JWKS key sets (keyed by URI), the user directory with its cache (kept while
 //! `users:` is unchanged), the Redis publisher (by URL), and whether the process
 //! is draining. A reload builds a new [`Pipeline`](crate::authorizer::Pipeline) from
 //! these parts, so nothing that did not change starts empty (docs/operations.md,
@@ -13,7 +13,9 @@ use crate::identity::jwks::{JwksCache, JwksTiming};
 use crate::identity::svix::TOLERANCE_SECS;
 use crate::identity::token_cache::{TokenCache, TokenCacheLimits};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
 use crate::replicas::SharedState;
+use crate::revocation::Revocations;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +40,10 @@ pub struct Runtime {
     tokens: TokenCache,
     tombstones: Arc<Tombstones>,
     webhook_ids: Arc<ExpiringSet>,
+    /// Revoked tokens, subjects and sessions (docs/revocation.md).
+    revocations: Arc<Revocations>,
+    /// Rate-limit buckets, local and in Redis (docs/rate-limits.md).
+    rate_limits: RateLimits,
     jwks: Mutex<HashMap<String, JwksEntry>>,
     directory: Mutex<Option<Arc<UserDirectory>>>,
     shared: Mutex<Option<Arc<SharedState>>>,
@@ -60,6 +66,8 @@ impl Runtime {
             tokens: TokenCache::new(token_cache, clock.clone()),
             tombstones: Arc::new(Tombstones::new(MAX_REMEMBERED, clock.clone())),
             webhook_ids: Arc::new(ExpiringSet::new(MAX_REMEMBERED, clock.clone())),
+            revocations: Arc::new(Revocations::new(clock.clone(), Arc::clone(&metrics))),
+            rate_limits: RateLimits::new(Arc::clone(&metrics), clock.clone()),
             jwks: Mutex::new(HashMap::new()),
             directory: Mutex::new(None),
             shared: Mutex::new(None),
@@ -89,6 +97,16 @@ impl Runtime {
     /// Svix ids already delivered (replay protection of `/webhooks/clerk`).
     pub fn webhook_ids(&self) -> &Arc<ExpiringSet> {
         &self.webhook_ids
+    }
+
+    /// The rate-limit buckets: they outlive every reload.
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.rate_limits
+    }
+
+    /// The revocations every check consults.
+    pub fn revocations(&self) -> &Arc<Revocations> {
+        &self.revocations
     }
 
     /// The generation of `issuers`: the same as the last build's when they are

@@ -6,7 +6,7 @@ use crate::admin_api::pb::token_service_server::TokenServiceServer;
 use crate::admin_api::{pb::admin_server::AdminServer, pb::FILE_DESCRIPTOR_SET, AdminApi};
 use crate::authorizer::{Authorizer, Pipeline};
 use crate::clock::Clock;
-use crate::config::{Config, HttpLimits};
+use crate::config::{Config, HttpLimits, ListenAddr};
 use crate::ext_authz::AuthorizationService;
 use crate::identity::token_cache::TokenCacheLimits;
 use crate::metrics::Metrics;
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        addr: SocketAddr,
+        addr: ListenAddr,
         source: std::io::Error,
     },
     #[error("gRPC server failed: {0}")]
@@ -51,8 +51,13 @@ pub enum Stop {
 
 /// A server with its listeners bound, ready to run.
 pub struct Server {
-    grpc: TcpListener,
+    grpc: GrpcListener,
     http: TcpListener,
+    /// `server.check_listen`: the gateway checks' own listener; `None`: they
+    /// are served on `http` (docs/gateways.md).
+    check: Option<TcpListener>,
+    /// `server.trusted_proxies`, for the checks' client address.
+    trusted_proxies: crate::config::TrustedProxies,
     authorizer: Arc<Authorizer>,
     /// Why the last reload failed (readiness shows it).
     last_reload: Arc<LastReload>,
@@ -74,18 +79,31 @@ impl Server {
     /// [`Server::bind`] with the clock every TTL and `exp` is judged by (tests
     /// pass a manual one).
     pub async fn bind_with_clock(config: &Config, clock: Clock) -> Result<Server, ServeError> {
-        let grpc = TcpListener::bind(config.grpc_listen)
+        let grpc = GrpcListener::bind(&config.grpc_listen)
             .await
             .map_err(|source| ServeError::Bind {
-                addr: config.grpc_listen,
+                addr: config.grpc_listen.clone(),
                 source,
             })?;
         let http = TcpListener::bind(config.http_listen)
             .await
             .map_err(|source| ServeError::Bind {
-                addr: config.http_listen,
+                addr: config.http_listen.into(),
                 source,
             })?;
+        let check = match config.check_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServeError::Bind {
+                            addr: addr.into(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let mut refreshers = Vec::new();
         let tls = config.tls.as_ref().map(TlsAcceptor::new).transpose()?;
@@ -110,16 +128,10 @@ impl Server {
             pipeline,
             Arc::clone(&config.policy),
         ));
-        // Evictions published by other replicas.
+        // Evictions and revocations published by other replicas.
         if let Some(url) = &config.redis {
-            let authorizer = Arc::clone(&authorizer);
-            let apply = move |event: crate::replicas::DirectoryEvent| {
-                let pipeline = authorizer.pipeline();
-                async move { event.apply(pipeline.directory()).await }
-            };
             refreshers.push(
-                crate::replicas::spawn_subscriber(url, apply)
-                    .map_err(|e| ServeError::Directory(e.0))?,
+                hear_other_replicas(url, &authorizer).map_err(|e| ServeError::Directory(e.0))?,
             );
         }
         // Hot reload of the policy file and the config file.
@@ -133,6 +145,8 @@ impl Server {
         Ok(Server {
             grpc,
             http,
+            check,
+            trusted_proxies: config.trusted_proxies.clone(),
             authorizer,
             last_reload,
             tls,
@@ -143,16 +157,39 @@ impl Server {
         })
     }
 
+    /// The gRPC listener's TCP address; for a `unix:` listener the unspecified
+    /// `0.0.0.0:0` (see [`Server::grpc_listen`]).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .expect("bound listener has an address")
+        self.grpc_listen()
+            .tcp()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Where the gRPC listener listens (the bound port of a TCP listener).
+    pub fn grpc_listen(&self) -> ListenAddr {
+        match &self.grpc {
+            GrpcListener::Tcp(listener) => ListenAddr::Tcp(
+                listener
+                    .local_addr()
+                    .expect("bound listener has an address"),
+            ),
+            GrpcListener::Unix { path, .. } => ListenAddr::Unix(path.clone()),
+        }
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Where the gateway checks (`/check/...`) are served: `server.check_listen`,
+    /// else the HTTP listener.
+    pub fn check_addr(&self) -> SocketAddr {
+        self.check.as_ref().map_or_else(
+            || self.http_addr(),
+            |check| check.local_addr().expect("bound listener has an address"),
+        )
     }
 
     pub fn authorizer(&self) -> &Arc<Authorizer> {
@@ -173,14 +210,16 @@ impl Server {
         // (a rolling restart) gets no Checks it would answer 503.
         let warm_up = {
             let (health, authorizer) = (health.clone(), Arc::clone(&self.authorizer));
-            if !authorizer.keys_loaded() {
+            // Nor before it knows the revocations (docs/revocation.md).
+            let warm = |a: &Authorizer| a.keys_loaded() && a.runtime().revocations().is_loaded();
+            if !warm(&authorizer) {
                 health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;
                 health.set_not_serving::<AuthorizationService>().await;
             }
             tokio::spawn(async move {
-                while !authorizer.keys_loaded() {
+                while !warm(&authorizer) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 if !authorizer.runtime().is_draining() {
@@ -232,28 +271,52 @@ impl Server {
             .add_service(TokenServiceServer::new(TokenApi::new(Arc::clone(
                 &self.authorizer,
             ))));
+        let mut socket_file = None;
         let grpc: std::pin::Pin<
             Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-        > =
-            match &self.tls {
-                Some(tls) => Box::pin(grpc.serve_with_incoming_shutdown(
-                    tls.incoming(self.grpc),
+        > = match (self.grpc, &self.tls) {
+            (GrpcListener::Tcp(listener), Some(tls)) => Box::pin(
+                grpc.serve_with_incoming_shutdown(tls.incoming(listener), stopped(stop_rx.clone())),
+            ),
+            (GrpcListener::Tcp(listener), None) => Box::pin(grpc.serve_with_incoming_shutdown(
+                // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold a
+                // small deny answer for ~40 ms (measured by the benchmark).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopped(stop_rx.clone()),
+            )),
+            // Config validation refuses server.tls with a unix: listener.
+            (GrpcListener::Unix { listener, path }, _) => {
+                socket_file = Some(path);
+                Box::pin(grpc.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
                     stopped(stop_rx.clone()),
-                )),
-                None => Box::pin(grpc.serve_with_incoming_shutdown(
-                    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold a
-                    // small deny answer for ~40 ms (measured by the benchmark).
-                    tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
-                    stopped(stop_rx.clone()),
-                )),
-            };
+                ))
+            }
+        };
+        // The gateway checks on their own listener, or beside the rest.
+        let checks =
+            crate::http::check_router(Arc::clone(&self.authorizer), self.trusted_proxies.clone());
+        let router =
+            crate::http::router(Arc::clone(&self.authorizer), Arc::clone(&self.last_reload));
+        let (router, check) = match self.check {
+            Some(listener) => (router, Some((listener, checks))),
+            None => (router.merge(checks), None),
+        };
         let http = crate::http::serve(
             self.http,
-            crate::http::router(Arc::clone(&self.authorizer), Arc::clone(&self.last_reload)),
+            router,
             self.http_limits,
             stopped(stop_rx.clone()),
         );
-        let serving = async { tokio::join!(grpc, http).0 };
+        let check = {
+            let (limits, stop) = (self.http_limits, stopped(stop_rx.clone()));
+            async move {
+                if let Some((listener, checks)) = check {
+                    crate::http::serve(listener, checks, limits, stop).await;
+                }
+            }
+        };
+        let serving = async { tokio::join!(grpc, http, check).0 };
         let shutdown_timeout = self.shutdown_timeout;
         let deadline = async move {
             stopped(stop_rx).await;
@@ -270,6 +333,89 @@ impl Server {
         for refresher in self.refreshers {
             refresher.abort();
         }
+        if let Some(path) = socket_file {
+            let _ = std::fs::remove_file(path);
+        }
         result.map_err(ServeError::from)
     }
+}
+
+/// The gRPC listener: TCP, or a Unix domain socket for an Envoy in the same pod.
+enum GrpcListener {
+    Tcp(TcpListener),
+    Unix {
+        listener: tokio::net::UnixListener,
+        path: std::path::PathBuf,
+    },
+}
+
+impl GrpcListener {
+    /// Binds `addr`. A socket file left by an earlier process (one that was
+    /// killed) is replaced; any other file at that path is an error. The socket
+    /// is made group-writable (0660): Envoy in the same pod connects through a
+    /// shared volume, as the same group (docs/in-pod.md).
+    async fn bind(addr: &ListenAddr) -> std::io::Result<GrpcListener> {
+        match addr {
+            ListenAddr::Tcp(addr) => TcpListener::bind(addr).await.map(GrpcListener::Tcp),
+            ListenAddr::Unix(path) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                match std::fs::symlink_metadata(path) {
+                    Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+                    Ok(_) => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            "a file that is not a socket is in the way",
+                        ))
+                    }
+                    Err(_) => {}
+                }
+                let listener = tokio::net::UnixListener::bind(path)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+                Ok(GrpcListener::Unix {
+                    listener,
+                    path: path.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// Subscribes to the other replicas' events through Redis: directory
+/// evictions, and revocations — the whole set loaded after each
+/// (re)subscription, so readiness waits for the first load and nothing
+/// announced while Redis was away is missed (docs/revocation.md).
+fn hear_other_replicas(
+    url: &str,
+    authorizer: &Arc<Authorizer>,
+) -> Result<JoinHandle<()>, crate::directory::DirectoryError> {
+    use crate::revocation::store;
+    let runtime = Arc::clone(authorizer.runtime());
+    runtime.revocations().expect_load();
+    let shared = runtime.shared(url)?;
+    let catch_up = move || {
+        let (runtime, shared) = (Arc::clone(&runtime), Arc::clone(&shared));
+        async move { store::reload(runtime.revocations(), &shared).await }
+    };
+    let authorizer = Arc::clone(authorizer);
+    let on_message = move |channel: &str, payload: String| {
+        let is_revocation = channel == store::CHANNEL;
+        let authorizer = Arc::clone(&authorizer);
+        async move {
+            if is_revocation {
+                if let Some(revocation) = store::decode(&payload) {
+                    tracing::debug!(kind = revocation.kind.as_str(), by = %revocation.by, "revocation from another replica");
+                    authorizer.runtime().revocations().insert(revocation);
+                }
+            } else {
+                let pipeline = authorizer.pipeline();
+                crate::replicas::apply_directory_event(&payload, pipeline.directory()).await;
+            }
+        }
+    };
+    crate::replicas::spawn_subscriber(
+        url,
+        &[crate::replicas::CHANNEL, store::CHANNEL],
+        catch_up,
+        on_message,
+    )
 }

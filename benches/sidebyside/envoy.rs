@@ -20,9 +20,36 @@ pub enum Auth {
     },
     /// ext_authz over gRPC (HTTP/2, plaintext loopback) to `authz`.
     ExtAuthz {
-        authz: SocketAddr,
+        authz: Endpoint,
         allowed_headers: bool,
     },
+}
+
+/// Where the ext_authz cluster's one endpoint is.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    /// A Unix domain socket (`server.grpc_listen: unix:PATH`).
+    Pipe(std::path::PathBuf),
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::Tcp(addr)
+    }
+}
+
+impl Endpoint {
+    fn address(&self) -> String {
+        match self {
+            Endpoint::Tcp(addr) => format!(
+                "socket_address: {{ address: {}, port_value: {} }}",
+                addr.ip(),
+                addr.port()
+            ),
+            Endpoint::Pipe(path) => format!("pipe: {{ path: {} }}", path.display()),
+        }
+    }
 }
 
 /// The `allowed_headers` block of the shipped front proxy
@@ -117,9 +144,8 @@ pub fn bootstrap(listener: SocketAddr, admin: SocketAddr, auth: &Auth) -> String
           - lb_endpoints:
               - endpoint:
                   address:
-                    socket_address: {{ address: {ip}, port_value: {port} }}"#,
-                ip = authz.ip(),
-                port = authz.port()
+                    {address}"#,
+                address = authz.address(),
             ),
         ),
     };

@@ -10,7 +10,7 @@
 //! `scripts/bench`). A tokio runtime sized by `available_parallelism` therefore runs
 //! one worker in both null-authz and portcullis: the same settings for both.
 
-use super::envoy::{bootstrap, Auth};
+use super::envoy::{bootstrap, Auth, Endpoint};
 use super::interleave::{self, Side, Traffic};
 use super::load::{self, Load, LoadResult, Requests};
 use super::procs::{self, Process};
@@ -222,7 +222,8 @@ impl Fixture {
     }
 
     /// `portcullis.yaml` for listeners `grpc` and `http`.
-    fn config(&self, grpc: SocketAddr, http: SocketAddr, mtls: bool) -> String {
+    /// `grpc`: `IP:PORT` or `unix:PATH`.
+    fn config(&self, grpc: impl std::fmt::Display, http: SocketAddr, mtls: bool) -> String {
         let d = self.dir.path().display();
         format!(
             r#"server:
@@ -487,6 +488,11 @@ struct Authorizers {
     portcullis: Process,
     grpc: SocketAddr,
     http: SocketAddr,
+    /// A second portcullis, its gRPC listener on a Unix domain socket
+    /// (docs/in-pod.md): the same check without the TCP loopback hop.
+    portcullis_uds: Process,
+    uds: std::path::PathBuf,
+    uds_http: SocketAddr,
 }
 
 /// Slices of an interleaved measurement of length `d`: about one a second.
@@ -518,13 +524,47 @@ fn start_portcullis(
         cpus(opts, "1").as_deref(),
     )?;
     procs::wait_listening(grpc, &mut process)?;
+    wait_ready(&mut process, http)?;
+    Ok((process, grpc, http))
+}
+
+fn wait_ready(process: &mut Process, http: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while procs::http_get(http, "/readyz").map(|r| r.0).unwrap_or(0) != 200 {
         process.alive()?;
         anyhow::ensure!(Instant::now() < deadline, "portcullis never became ready");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok((process, grpc, http))
+    Ok(())
+}
+
+/// portcullis with its gRPC listener on the Unix socket `name.sock` in the
+/// fixture directory.
+fn start_portcullis_uds(
+    opts: &Options,
+    fixture: &Fixture,
+    name: &str,
+) -> anyhow::Result<(Process, std::path::PathBuf, SocketAddr)> {
+    let socket = fixture.dir.path().join(format!("{name}.sock"));
+    let http = procs::free_port();
+    let config = fixture.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        fixture.config(format!("unix:{}", socket.display()), http, fixture.mtls),
+    )?;
+    let mut process = Process::spawn(
+        "portcullis",
+        &opts.portcullis,
+        &[
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        &opts.out.join(format!("{name}.log")),
+        cpus(opts, "1").as_deref(),
+    )?;
+    wait_ready(&mut process, http)?;
+    Ok((process, socket, http))
 }
 
 /// A null-authz process on a free port, with `args` after its address.
@@ -559,7 +599,12 @@ impl Authorizers {
         let (null_context, null_context_addr) =
             start_null_authz(opts, "null-authz-context", &["--context-headers".into()])?;
         let (portcullis, grpc, http) = start_portcullis(opts, fixture, "portcullis")?;
+        let (portcullis_uds, uds, uds_http) =
+            start_portcullis_uds(opts, fixture, "portcullis-uds")?;
         Ok(Self {
+            portcullis_uds,
+            uds,
+            uds_http,
             null,
             null_addr,
             null_rs256,
@@ -808,7 +853,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         cache,
     };
     let to = |authz: SocketAddr, allowed_headers| Auth::ExtAuthz {
-        authz,
+        authz: authz.into(),
         allowed_headers,
     };
     // (name, envoy config, authorizer process, token, fresh pool, expect 2xx)
@@ -886,6 +931,18 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             Some(authz.http),
         ),
         (
+            "e2e envoy+portcullis (a) over a Unix socket",
+            Auth::ExtAuthz {
+                authz: Endpoint::Pipe(authz.uds.clone()),
+                allowed_headers: false,
+            },
+            Some(&authz.portcullis_uds),
+            cached,
+            None,
+            true,
+            Some(authz.uds_http),
+        ),
+        (
             "e2e envoy+portcullis (a), allowed_headers",
             to(authz.grpc, true),
             Some(&authz.portcullis),
@@ -934,6 +991,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
                 "e2e envoy+null-authz",
                 "e2e envoy+null-authz, context headers",
                 "e2e envoy+portcullis (a)",
+                "e2e envoy+portcullis (a) over a Unix socket",
             ]
             .contains(&case.0)
         })

@@ -257,6 +257,23 @@ pub fn report(
             "saving".into(),
             "–".into(),
         ),
+        (
+            "Unix socket: throughput, Envoy+portcullis (a) over a Unix socket / over TCP loopback; CPU per request (Envoy + portcullis), socket / TCP".into(),
+            {
+                let uds = "e2e envoy+portcullis (a) over a Unix socket";
+                format!(
+                    "{} / {} req/s = {}×; {} / {} µs = {}×",
+                    fmt(m.rps(uds), 0),
+                    fmt(e2e_a, 0),
+                    fmt(m.rps(uds) / e2e_a, 2),
+                    fmt(m.total_cpu(uds), 1),
+                    fmt(all_cpu, 1),
+                    fmt(m.total_cpu(uds) / all_cpu, 2)
+                )
+            },
+            "reference".into(),
+            "–".into(),
+        ),
     ];
     if !mtls {
         ratios.push((

@@ -3,5 +3,6 @@
 
 pub mod ca;
 pub mod policy;
+pub mod revoke;
 pub mod serve;
 pub mod token;

@@ -56,7 +56,7 @@ pub fn serve(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         // arrives right after start is a graceful stop, not the default kill.
         let shutdown = shutdown_signal()?;
         let server = Server::bind(&config).await?;
-        tracing::info!(grpc = %server.grpc_addr(), http = %server.http_addr(), "portcullis serving");
+        tracing::info!(grpc = %server.grpc_listen(), http = %server.http_addr(), "portcullis serving");
         server.run(shutdown).await?;
         tracing::info!("portcullis stopped");
         Ok(ExitCode::SUCCESS)

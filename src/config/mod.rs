@@ -5,6 +5,7 @@ mod byte_size;
 pub mod dev;
 mod east_west;
 mod gateway;
+mod listen;
 mod raw;
 
 pub use crate::duration::ConfigDuration;
@@ -23,6 +24,7 @@ use crate::yaml::{line_of, render, Key};
 use aws_lc_rs::digest;
 use byte_size::{ByteSize, KIB, MIB};
 pub use gateway::{RevocationConfig, TrustedProxies};
+pub use listen::ListenAddr;
 use raw::{Checked, RawConfig, RawCredential, RawIssuer, RawIssuerKind};
 use std::fmt;
 use std::net::SocketAddr;
@@ -64,7 +66,8 @@ impl Error {
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub grpc_listen: SocketAddr,
+    /// `server.grpc_listen`: TCP, or a Unix domain socket (`unix:PATH`).
+    pub grpc_listen: ListenAddr,
     pub http_listen: SocketAddr,
     /// TLS on the gRPC listener; `None`: plaintext (h2c).
     pub tls: Option<TlsConfig>,
@@ -338,17 +341,29 @@ impl Config {
             );
         }
         let tls = raw.server.tls.as_ref().and_then(|tls| v.tls(tls, base));
-        let grpc_listen = v.listen(
-            "grpc_listen",
-            raw.server.grpc_listen.as_ref(),
-            raw::default_grpc_listen(),
-        );
+        let grpc_listen = match raw.server.grpc_listen.as_ref().map(|c| &c.0) {
+            None => ListenAddr::Tcp(raw::default_grpc_listen()),
+            Some(Ok(addr)) => addr.clone(),
+            Some(Err(why)) => {
+                v.error(
+                    &[Key::field("server"), Key::field("grpc_listen")],
+                    why.clone(),
+                );
+                ListenAddr::Tcp(raw::default_grpc_listen())
+            }
+        };
+        if matches!(grpc_listen, ListenAddr::Unix(_)) && raw.server.tls.is_some() {
+            v.error(
+                &[Key::field("server"), Key::field("tls")],
+                "server.tls applies to a TCP grpc_listen; a unix: socket is guarded by its file permissions (docs/in-pod.md): remove one".into(),
+            );
+        }
         let http_listen = v.listen(
             "http_listen",
             raw.server.http_listen.as_ref(),
             raw::default_http_listen(),
         );
-        if grpc_listen == http_listen && grpc_listen.port() != 0 {
+        if grpc_listen.tcp() == Some(http_listen) && http_listen.port() != 0 {
             v.error(
                 &[Key::field("server"), Key::field("http_listen")],
                 "grpc_listen and http_listen must differ".into(),
@@ -371,7 +386,9 @@ impl Config {
             .check_listen
             .as_ref()
             .map(|checked| v.listen("check_listen", Some(checked), raw::default_http_listen()));
-        if check_listen.is_some_and(|c| c.port() != 0 && (c == grpc_listen || c == http_listen)) {
+        if check_listen
+            .is_some_and(|c| c.port() != 0 && (Some(c) == grpc_listen.tcp() || c == http_listen))
+        {
             v.error(
                 &server("check_listen"),
                 "check_listen must differ from grpc_listen and http_listen (leave it out to serve the checks on http_listen)".into(),

@@ -36,6 +36,13 @@ impl<'de> serde::Deserialize<'de> for ConfigDuration {
     }
 }
 
+/// `IP:PORT` or `unix:PATH`.
+impl<'de> serde::Deserialize<'de> for super::ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        from_text(deserializer)
+    }
+}
+
 pub(super) fn from_text<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
@@ -107,7 +114,7 @@ fn default_trust_domain() -> String {
 
 #[derive(Debug, Deserialize, Default)]
 pub struct RawServer {
-    pub grpc_listen: Option<Checked<SocketAddr>>,
+    pub grpc_listen: Option<Checked<super::ListenAddr>>,
     pub http_listen: Option<Checked<SocketAddr>>,
     pub tls: Option<RawTls>,
     /// After SIGTERM: how long health says NOT_SERVING while requests are still

@@ -104,6 +104,11 @@ fn unknown_keys_and_bad_values_name_the_line() {
         ("issuers:\n  - name: a\n    kind: robot\n", "portcullis.yaml:3:", "unknown variant `robot`"),
         ("issuers:\n  - name: a\n    kind: user\n    issuer: i\n    secret_env: X\n    algorithms: [HS256]\n    leeway: 30 seconds\npolicy: policy.yaml\n", "portcullis.yaml:7:", "invalid duration"),
         ("server:\n  grpc_listen: nowhere\n", "portcullis.yaml:2:", "invalid socket address"),
+        ("server:\n  grpc_listen: 'unix:'\n", "portcullis.yaml:2:", "unix: needs a path"),
+        ("server:\n  grpc_listen: unix:/run/p.sock\n  tls: { cert: c.pem, key: k.pem }\npolicy: policy.yaml\n", "portcullis.yaml:3:", "a unix: socket is guarded by its file permissions"),
+        ("server:\n  check_listen: 127.0.0.1:8181\npolicy: policy.yaml\n", "portcullis.yaml:2:", "check_listen must differ"),
+        ("server:\n  trusted_proxies: [10.0.0.0/33]\npolicy: policy.yaml\n", "portcullis.yaml:2:", "is not an IP address or CIDR"),
+        ("admin:\n  principals: [not-an-id]\npolicy: policy.yaml\n", "portcullis.yaml:2:", "admin.principals"),
         ("users:\n  source: sqlite://users.db\npolicy: policy.yaml\n", "portcullis.yaml:2:", "needs `users.query`"),
         ("trust_domain: example.org\n", "portcullis.yaml", "`policy:` is required"),
     ];

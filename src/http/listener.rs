@@ -4,13 +4,15 @@
 //! after 10 s), a connection that sends nothing for `idle_timeout` is closed, and
 //! at most `max_connections` are open at once (more wait in the kernel's
 //! backlog). On shutdown it stops accepting and lets open requests finish.
+//! Each request carries its connection's peer address (axum's `ConnectInfo`),
+//! the client address of the gateway checks (docs/gateways.md).
 
 use crate::config::HttpLimits;
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,9 +48,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(error = %e, "HTTP accept failed");
@@ -59,7 +61,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            // The router is always ready (axum: `poll_ready` is `Ready`).
+            tower_service::Service::call(&mut router.clone(), request)
+        });
         let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
         tokio::spawn(async move {
             if let Err(e) = connection.await {

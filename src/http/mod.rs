@@ -1,12 +1,15 @@
 //! The HTTP listener (docs/configuration.md, docs/operations.md): `/healthz`, `/readyz`, `/metrics`,
 //! `/webhooks/clerk`, and the tokens portcullis signs (`/.well-known/jwks.json`,
-//! `/v1/token/exchange`). Handlers only convert; decisions and status come from
+//! `/v1/token/exchange`), and the gateways' `/check` endpoints ([`check_router`],
+//! docs/gateways.md). Handlers only convert; decisions and status come from
 //! the shared core.
 
+mod check;
 mod listener;
 mod tokens;
 mod webhooks;
 
+pub use check::router as check_router;
 pub use listener::serve;
 
 use crate::authorizer::Authorizer;

@@ -45,7 +45,17 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
     }
     let request = request.build();
     let rid = RequestId::of(&request, "x-request-id").value;
-    let token = match pipeline.authenticator().authenticate(&request, true).await {
+    let authenticated = pipeline.authenticator().authenticate(&request, true).await;
+    // A revoked token is not exchanged for a fresh one (docs/revocation.md).
+    let authenticated = authenticated.and_then(|authentication| match &authentication {
+        Authentication::Token(token) => authorizer
+            .runtime()
+            .revocations()
+            .check(token)
+            .map(|()| authentication),
+        Authentication::Anonymous => Ok(authentication),
+    });
+    let token = match authenticated {
         Ok(Authentication::Token(token)) => token,
         Ok(Authentication::Anonymous) => {
             return deny(Answer::deny(

@@ -1,14 +1,17 @@
 //! `POST /webhooks/clerk` (docs/security.md, docs/configuration.md): Clerk's Svix-signed user events keep the
 //! user cache honest. `user.updated` evicts the user's entry, `user.deleted`
-//! tombstones it (refused at once), both published to the other replicas;
-//! `user.created` and other events are accepted and ignored. A bad or missing
-//! signature, a timestamp outside five minutes or a replayed `svix-id` changes
-//! nothing.
+//! tombstones it (refused at once), both published to the other replicas.
+//! With `revocation.sessions_from_webhooks`, `session.revoked`, `session.ended`
+//! and `session.removed` revoke that session's tokens (`sid`, docs/revocation.md)
+//! on every replica. `user.created` and other events are accepted and ignored.
+//! A bad or missing signature, a timestamp outside five minutes or a replayed
+//! `svix-id` changes nothing.
 
 use crate::authorizer::Authorizer;
 use crate::identity::svix::{SvixHeaders, WebhookError};
 use crate::metrics::WebhookLabels;
 use crate::replicas::DirectoryEvent;
+use crate::revocation::{self, Kind, Revocation};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -112,9 +115,37 @@ pub async fn clerk(
         );
     }
     let subject = event.data.and_then(|d| d.id);
-    let directory_event = match (event.kind.as_str(), subject) {
-        ("user.updated", Some(sub)) => Some(DirectoryEvent::Evict { sub }),
-        ("user.deleted", Some(sub)) => Some(DirectoryEvent::Tombstone { sub }),
+    let sessions = pipeline.revocation().sessions_from_webhooks;
+    let action = match (event.kind.as_str(), subject) {
+        ("user.updated", Some(sub)) => Action::Directory(DirectoryEvent::Evict { sub }),
+        ("user.deleted", Some(sub)) => Action::Directory(DirectoryEvent::Tombstone { sub }),
+        // The events that end a session (its `data.id` is the `sid`).
+        (kind @ ("session.revoked" | "session.ended" | "session.removed"), Some(sid))
+            if sessions =>
+        {
+            let made = Revocation::new(
+                Kind::Sid,
+                &sid,
+                revocation::DEFAULT_TTL,
+                pipeline.clock().unix_millis(),
+                format!("webhook:{kind}"),
+            );
+            match made {
+                Ok(revocation) => Action::Revoke(revocation),
+                Err(e) => {
+                    count("malformed");
+                    return answer(StatusCode::BAD_REQUEST, "malformed", &e.to_string());
+                }
+            }
+        }
+        ("session.revoked" | "session.ended" | "session.removed", None) if sessions => {
+            count("malformed");
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "the event has no data.id",
+            );
+        }
         ("user.updated" | "user.deleted", None) => {
             count("malformed");
             return answer(
@@ -123,17 +154,47 @@ pub async fn clerk(
                 "the event has no data.id",
             );
         }
-        _ => None,
+        _ => Action::None,
     };
-    if let Some(event) = &directory_event {
-        event.apply(pipeline.directory()).await;
-        if let Some(shared) = pipeline.shared() {
-            let _ = shared.publish(event).await;
+    match action {
+        Action::Directory(event) => {
+            event.apply(pipeline.directory()).await;
+            if let Some(shared) = pipeline.shared() {
+                let _ = shared.publish(&event).await;
+            }
+            tracing::info!(svix_id = %id, ?event, "Clerk webhook applied");
         }
-        tracing::info!(svix_id = %id, ?event, "Clerk webhook applied");
-    } else {
-        tracing::debug!(svix_id = %id, kind = %event.kind, "Clerk webhook accepted, nothing to do");
+        Action::Revoke(revocation) => {
+            let sid = revocation.value.clone();
+            let revocations = authorizer.runtime().revocations();
+            let shared = pipeline.shared().map(|s| &**s);
+            if let Err(e) = revocation::store::revoke(revocations, shared, revocation).await {
+                // In force here, unknown to the other replicas: Svix retries a
+                // 503 with the same id, so the id is given back.
+                seen.remove(&id);
+                count("unavailable");
+                tracing::warn!(svix_id = %id, error = %e, "Clerk session webhook applied on this replica only");
+                return answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    &e.to_string(),
+                );
+            }
+            tracing::info!(svix_id = %id, kind = %event.kind, %sid, "Clerk webhook revoked a session");
+        }
+        Action::None => {
+            tracing::debug!(svix_id = %id, kind = %event.kind, "Clerk webhook accepted, nothing to do");
+        }
     }
     count("accepted");
     (StatusCode::OK, Json(serde_json::json!({"ok": true}))).into_response()
+}
+
+/// What a verified Clerk event asks for.
+enum Action {
+    /// Evict or tombstone a user, here and on every replica.
+    Directory(DirectoryEvent),
+    /// Revoke a session, here and on every replica.
+    Revoke(Revocation),
+    None,
 }

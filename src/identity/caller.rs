@@ -234,6 +234,7 @@ mod tests {
             iss: "https://mesh.example.test".into(),
             subject: sub.into(),
             expires_at: u64::MAX,
+            ids: Default::default(),
             payload: None,
             generation: 0,
         }

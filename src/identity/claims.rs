@@ -45,6 +45,13 @@ pub struct RegisteredClaims<'a> {
     nbf: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     iat: Option<&'a RawValue>,
+    /// Not validated: read so a revocation (docs/revocation.md) can name the token.
+    #[serde(default, borrow, deserialize_with = "present")]
+    jti: Option<&'a RawValue>,
+    /// Clerk's session id (not registered, but read the same way for
+    /// revocation by session).
+    #[serde(default, borrow, deserialize_with = "present")]
+    sid: Option<&'a RawValue>,
 }
 
 /// A present claim, `null` included.
@@ -77,6 +84,22 @@ impl<'a> RegisteredClaims<'a> {
         text(self.sub)
             .filter(|sub| !sub.is_empty())
             .ok_or(TokenError::MissingClaim("sub"))
+    }
+
+    /// `jti`, when it is a non-empty string.
+    pub fn jti(&self) -> Option<Cow<'a, str>> {
+        text(self.jti).filter(|jti| !jti.is_empty())
+    }
+
+    /// `sid`, when it is a non-empty string.
+    pub fn sid(&self) -> Option<Cow<'a, str>> {
+        text(self.sid).filter(|sid| !sid.is_empty())
+    }
+
+    /// `iat` in whole seconds, when it is a valid NumericDate (validation
+    /// refuses one that is not).
+    pub fn iat(&self) -> Option<u64> {
+        numeric_date(self.iat, "iat").ok().flatten()
     }
 }
 

@@ -45,6 +45,9 @@ pub enum TokenError {
     /// `azp` is not an authorized party.
     #[error("the token's authorized party is not accepted")]
     WrongAuthorizedParty,
+    /// The token, its subject or its session was revoked (docs/revocation.md).
+    #[error("token revoked")]
+    Revoked,
     /// The issuer's keys could not be loaded: a dependency is down (503, not 401).
     #[error("the keys of issuer '{0}' are unavailable")]
     KeysUnavailable(String),

@@ -1,8 +1,9 @@
 //! The verified-token cache: a token seen before skips all signature work.
 //! Keyed by 128 bits of the token's SHA-256 (the token itself is never stored),
 //! bounded in bytes (`token_cache.max_bytes`), and no entry is handed out after
-//! the token's `exp`. An entry holds the subject, `exp`, shared issuer names and
-//! — only when something reads claims — the payload JSON, parsed on use.
+//! the token's `exp`. An entry holds the subject, `exp`, shared issuer names,
+//! what a revocation matches it by (`jti`, `sid`, `iat`) and — only when
+//! something reads claims — the payload JSON, parsed on use.
 
 use crate::clock::Clock;
 use crate::principal::Claims;
@@ -20,12 +21,33 @@ pub struct VerifiedToken {
     pub subject: Arc<str>,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// What a revocation matches the token by, kept even without the payload.
+    pub ids: TokenIds,
     /// The payload JSON, when the token was verified for a check that reads
     /// claims (`token.*`, `users.source: claims`, ...).
     pub payload: Option<Arc<str>>,
     /// The generation of the issuers that verified it: a reload that changes
     /// the issuers starts a new one, and older entries are verified again.
     pub generation: u64,
+}
+
+/// The claims revocation reads (docs/revocation.md), read once at
+/// verification so a cache hit has them without the payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenIds {
+    /// `jti`.
+    pub jti: Option<Arc<str>>,
+    /// Clerk's session id `sid`.
+    pub sid: Option<Arc<str>>,
+    /// `iat`, whole seconds since the epoch.
+    pub issued_at: Option<u64>,
+}
+
+impl TokenIds {
+    fn heap_bytes(&self) -> usize {
+        let text = |s: &Option<Arc<str>>| s.as_ref().map_or(0, |s| s.len() + 16);
+        text(&self.jti) + text(&self.sid)
+    }
 }
 
 impl VerifiedToken {
@@ -78,7 +100,7 @@ impl VerifiedToken {
     /// The estimated heap bytes of a cache entry holding this token.
     pub fn heap_bytes(&self) -> u64 {
         let payload = self.payload.as_ref().map_or(0, |p| p.len() + 16);
-        ENTRY_OVERHEAD_BYTES + (self.subject.len() + 16 + payload) as u64
+        ENTRY_OVERHEAD_BYTES + (self.subject.len() + 16 + payload + self.ids.heap_bytes()) as u64
     }
 }
 
@@ -170,6 +192,7 @@ mod tests {
             iss: "https://idp".into(),
             subject: "u1".into(),
             expires_at,
+            ids: TokenIds::default(),
             payload: (payload > 0).then(|| "x".repeat(payload).into()),
             generation: 0,
         })

@@ -3,9 +3,13 @@
 
 use super::condition::Condition;
 use super::pattern::{HostPattern, Method, PathPattern, SpiffePattern};
-use super::{Action, Effect, Policy, Rule, Source, SourceMatch, Target, UserMatch};
+use super::{
+    Action, Effect, LimitPer, LimitScope, Policy, Rate, RateLimit, Rule, Source, SourceMatch,
+    Target, UserMatch,
+};
 use crate::yaml::{line_of, render, Key};
 use serde::Deserialize;
+use std::sync::Arc;
 use std::{fmt, path::Path};
 
 /// One problem in a policy file.
@@ -109,6 +113,19 @@ struct RawRule {
     dry_run: bool,
     #[serde(default)]
     forward_user: bool,
+    #[serde(default)]
+    rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit: { per, rate, burst, scope }` (docs/rate-limits.md). Words are
+/// read as strings so that a wrong one gets a message naming the right ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    per: String,
+    rate: String,
+    burst: Option<u64>,
+    scope: Option<String>,
 }
 
 /// A key that takes one entry or a list of alternatives (`to`, `from`). Written by
@@ -437,6 +454,10 @@ fn compile_rule(raw: &RawRule, options: &LoadOptions) -> Result<Rule, Problems> 
             "forward_user only makes sense on an allow rule".into(),
         ));
     }
+    let rate_limit = raw
+        .rate_limit
+        .as_ref()
+        .and_then(|limit| compile_rate_limit(raw, limit, &mut problems));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -452,5 +473,85 @@ fn compile_rule(raw: &RawRule, options: &LoadOptions) -> Result<Rule, Problems> 
         when,
         dry_run: raw.dry_run,
         forward_user: raw.forward_user,
+        rate_limit,
     })
+}
+
+fn compile_rate_limit(
+    rule: &RawRule,
+    raw: &RawRateLimit,
+    problems: &mut Problems,
+) -> Option<Arc<RateLimit>> {
+    let at = |field: &str| vec![Key::field("rate_limit"), Key::field(field)];
+    let before = problems.len();
+    if !matches!(rule.action, RawAction::Allow) {
+        problems.push((
+            vec![Key::field("rate_limit")],
+            "rate_limit counts the requests an allow rule lets through; it has no meaning on a deny or audit rule".into(),
+        ));
+    } else if rule.dry_run {
+        problems.push((
+            vec![Key::field("rate_limit")],
+            "a dry_run rule never decides, so its rate_limit would never count: remove one of them"
+                .into(),
+        ));
+    }
+    let per = match raw.per.trim() {
+        "user" => Some(LimitPer::User),
+        "service" => Some(LimitPer::Service),
+        "ip" => Some(LimitPer::Ip),
+        "token" => Some(LimitPer::Token),
+        "rule" => Some(LimitPer::Rule),
+        other => {
+            problems.push((
+                at("per"),
+                format!("unknown `per: {other}`: use user, service, ip, token or rule"),
+            ));
+            None
+        }
+    };
+    let rate = Rate::parse(&raw.rate)
+        .map_err(|e| problems.push((at("rate"), e)))
+        .ok();
+    let burst = match raw.burst {
+        None => rate.map(Rate::default_burst),
+        Some(0) => {
+            problems.push((
+                at("burst"),
+                "a burst of 0 allows nothing: the burst is the most requests allowed at one instant, at least 1".into(),
+            ));
+            None
+        }
+        Some(n) => match u32::try_from(n) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push((
+                    at("burst"),
+                    format!("a burst of {n} is too large (at most {})", u32::MAX),
+                ));
+                None
+            }
+        },
+    };
+    let scope = match raw.scope.as_deref().map(str::trim) {
+        None | Some("local") => Some(LimitScope::Local),
+        Some("global") => Some(LimitScope::Global),
+        Some(other) => {
+            problems.push((
+                at("scope"),
+                format!("unknown `scope: {other}`: use local (this process) or global (Redis, shared by every replica)"),
+            ));
+            None
+        }
+    };
+    if problems.len() != before {
+        return None;
+    }
+    Some(Arc::new(RateLimit {
+        rule: rule.name.as_str().into(),
+        per: per?,
+        rate: rate?,
+        burst: burst?,
+        scope: scope?,
+    }))
 }

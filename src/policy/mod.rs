@@ -21,6 +21,7 @@ use crate::principal::Principal;
 use crate::request::AuthzRequest;
 use index::RuleIndex;
 use pattern::{HostPattern, Method, PathPattern, SpiffePattern};
+use std::sync::Arc;
 
 /// What a rule does when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,142 @@ pub struct Rule {
     pub when: Option<Condition>,
     pub dry_run: bool,
     pub forward_user: bool,
+    /// `rate_limit`: counted after this (allow) rule allowed a request.
+    pub rate_limit: Option<Arc<RateLimit>>,
+}
+
+/// `rate_limit` of an allow rule (docs/rate-limits.md): how often each key may
+/// be allowed by the rule. The policy only says which limit applies; counting
+/// happens after the decision, outside this pure room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The rule's name: the bucket's namespace and the policy name of the
+    /// `RateLimit` headers.
+    pub rule: Arc<str>,
+    pub per: LimitPer,
+    pub rate: Rate,
+    /// The most requests allowed at one instant (the bucket size).
+    pub burst: u32,
+    pub scope: LimitScope,
+}
+
+/// What one bucket counts (`per`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPer {
+    /// The verified user (`user.id`).
+    User,
+    /// The calling service (its SPIFFE ID).
+    Service,
+    /// The client's IP address.
+    Ip,
+    /// The credential (a hash of the token).
+    Token,
+    /// Everyone the rule allows, together.
+    Rule,
+}
+
+impl LimitPer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitPer::User => "user",
+            LimitPer::Service => "service",
+            LimitPer::Ip => "ip",
+            LimitPer::Token => "token",
+            LimitPer::Rule => "rule",
+        }
+    }
+}
+
+/// Where the buckets are kept (`scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// In the process: each replica counts on its own.
+    Local,
+    /// In Redis (`state.redis`): every replica counts in the same bucket.
+    Global,
+}
+
+/// `N/s`, `N/m` or `N/h`: the steady rate a bucket refills at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: RatePeriod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePeriod {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl RatePeriod {
+    pub fn micros(self) -> u64 {
+        match self {
+            RatePeriod::Second => 1_000_000,
+            RatePeriod::Minute => 60_000_000,
+            RatePeriod::Hour => 3_600_000_000,
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            RatePeriod::Second => "s",
+            RatePeriod::Minute => "m",
+            RatePeriod::Hour => "h",
+        }
+    }
+}
+
+impl Rate {
+    /// Parses `N/s`, `N/m` or `N/h` (N a positive integer, at most one request
+    /// per microsecond).
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let usage = "write the rate as N/s, N/m or N/h, e.g. `20/s`";
+        let (count, unit) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not a rate: {usage}"))?;
+        let period = match unit.trim() {
+            "s" => RatePeriod::Second,
+            "m" => RatePeriod::Minute,
+            "h" => RatePeriod::Hour,
+            other => return Err(format!("unknown unit `{other}` in `{text}`: {usage}")),
+        };
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` does not start with a whole number: {usage}"))?;
+        if count == 0 {
+            return Err(format!(
+                "a rate of 0 allows nothing: deny the requests with a deny rule instead ({usage})"
+            ));
+        }
+        if u64::from(count) > period.micros() {
+            return Err(format!(
+                "`{text}` is more than one request per microsecond, which no bucket can count"
+            ));
+        }
+        Ok(Rate { count, period })
+    }
+
+    /// The emission interval: the time between two requests at this rate, in
+    /// microseconds, rounded up (never more than `count` per period).
+    pub fn interval_micros(self) -> u64 {
+        self.period.micros().div_ceil(u64::from(self.count))
+    }
+
+    /// The per-second equivalent, rounded down, at least 1: the default burst.
+    pub fn default_burst(self) -> u32 {
+        let per_second = u64::from(self.count) * 1_000_000 / self.period.micros();
+        u32::try_from(per_second).unwrap_or(u32::MAX).max(1)
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.count, self.period.unit())
+    }
 }
 
 /// One `to` entry: every non-empty list must match.
@@ -145,6 +282,8 @@ pub struct Decision {
     pub params: Vec<(String, String)>,
     /// The deciding rule allows forwarding the caller's user context.
     pub forward_user: bool,
+    /// The allowing rule's `rate_limit` (only on an allow by a rule that has one).
+    pub rate_limit: Option<Arc<RateLimit>>,
     /// Matching `audit` and `dry_run` rules: what they would have done.
     pub observed: Vec<(String, Effect)>,
 }
@@ -297,6 +436,7 @@ fn evaluate<'p>(
             reason,
             params,
             forward_user: false,
+            rate_limit: None,
             observed,
         };
     }
@@ -308,6 +448,7 @@ fn evaluate<'p>(
             reason: format!("allowed by rule '{}'", rule.name),
             params,
             forward_user: rule.forward_user,
+            rate_limit: rule.rate_limit.clone(),
             observed,
         },
         None => Decision {
@@ -320,6 +461,7 @@ fn evaluate<'p>(
             },
             params: Vec::new(),
             forward_user: false,
+            rate_limit: None,
             observed,
         },
     }

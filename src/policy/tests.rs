@@ -606,3 +606,99 @@ fn forwarded_users_and_mtls_requirements() {
     assert!(Policy::parse("t.yaml", text, &options).is_ok());
     assert!(Policy::parse("t.yaml", text, &LoadOptions::default()).is_err());
 }
+
+/// `rate_limit` (docs/rate-limits.md): parsed with its defaults, carried by the
+/// allow decisions of its rule only, and every mistake reported with its line.
+#[test]
+fn rate_limits_parse_and_ride_on_allow_decisions() {
+    let policy = policy_from(&[
+        "  - name: videos-read\n    to: { paths: [/api/videos/**] }\n    from: authenticated\n    rate_limit: { per: user, rate: 20/s, burst: 40, scope: global }\n",
+        "  - name: search\n    to: { paths: [/api/search] }\n    from: anyone\n    rate_limit:\n      per: ip\n      rate: 90/m\n",
+        "  - name: no-delete\n    action: deny\n    to: { paths: [/api/videos/**], methods: [DELETE] }\n",
+    ]);
+    let limit = policy.rules()[0].rate_limit.as_deref().unwrap();
+    assert_eq!(
+        *limit,
+        RateLimit {
+            rule: "videos-read".into(),
+            per: LimitPer::User,
+            rate: Rate {
+                count: 20,
+                period: RatePeriod::Second
+            },
+            burst: 40,
+            scope: LimitScope::Global,
+        }
+    );
+    let search = policy.rules()[1].rate_limit.as_deref().unwrap();
+    assert_eq!(
+        (search.per, search.burst, search.scope),
+        (LimitPer::Ip, 1, LimitScope::Local),
+        "burst defaults to the per-second rate (1.5 → 1), scope to local"
+    );
+    assert_eq!(search.rate.to_string(), "90/m");
+
+    let someone = user("u1", "app", json!({"role": "USER"}));
+    let allowed = run_on(&policy, &request("GET", "h", "/api/videos/1", &[]), &someone);
+    assert_eq!(allowed.rate_limit.as_deref(), Some(limit));
+    let denied = run_on(&policy, &request("DELETE", "h", "/api/videos/1", &[]), &someone);
+    assert_eq!(denied.effect, Effect::Deny);
+    assert_eq!(denied.rate_limit, None, "a deny is never counted");
+    let default = run_on(&policy, &request("GET", "h", "/other", &[]), &someone);
+    assert_eq!(default.rate_limit, None);
+}
+
+#[test]
+fn rate_limit_errors_name_file_line_and_fix() {
+    let text = "\
+rules:
+  - name: a
+    rate_limit: { per: session, rate: 20/s }
+  - name: b
+    rate_limit: { per: user, rate: 20 per second }
+  - name: c
+    rate_limit: { per: user, rate: 0/s }
+  - name: d
+    rate_limit: { per: user, rate: 5/d }
+  - name: e
+    rate_limit: { per: user, rate: 5/s, burst: 0 }
+  - name: f
+    rate_limit: { per: user, rate: 5/s, scope: cluster }
+  - name: g
+    action: deny
+    rate_limit: { per: user, rate: 5/s }
+  - name: h
+    dry_run: true
+    rate_limit: { per: user, rate: 5/s }
+  - name: i
+    rate_limit: { per: rule, rate: 2000000/s }
+";
+    let err = Policy::parse("policy.yaml", text, &LoadOptions::default()).unwrap_err();
+    let errors = err.errors();
+    let expect: &[(&str, &str)] = &[
+        ("policy.yaml:3: rules[0].rate_limit.per", "use user, service, ip, token or rule"),
+        ("policy.yaml:5: rules[1].rate_limit.rate", "N/s, N/m or N/h"),
+        ("policy.yaml:7: rules[2].rate_limit.rate", "a rate of 0 allows nothing"),
+        ("policy.yaml:9: rules[3].rate_limit.rate", "unknown unit `d`"),
+        ("policy.yaml:11: rules[4].rate_limit.burst", "at least 1"),
+        ("policy.yaml:13: rules[5].rate_limit.scope", "use local"),
+        ("policy.yaml:16: rules[6].rate_limit", "no meaning on a deny"),
+        ("policy.yaml:19: rules[7].rate_limit", "dry_run rule never decides"),
+        ("policy.yaml:21: rules[8].rate_limit.rate", "more than one request per microsecond"),
+    ];
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    for (error, (at, what)) in errors.iter().zip(expect) {
+        assert!(
+            error.starts_with(at) && error.contains(what),
+            "{error}\n  should start with {at} and say {what}"
+        );
+    }
+    let err = Policy::parse(
+        "p.yaml",
+        "rules:\n  - name: x\n    rate_limit:\n      per: user\n      rate: 5/s\n      window: 1s\n",
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("p.yaml:6:") && msg.contains("unknown field `window`"), "{msg}");
+}

@@ -52,6 +52,8 @@ pub struct PortcullisConfig {
     pub user_headers: String,
     /// More keys of `server:` (lines indented by two spaces).
     pub server: String,
+    /// `server.grpc_listen` instead of an ephemeral TCP port (e.g. `unix:PATH`).
+    pub grpc_listen: Option<String>,
 }
 
 impl PortcullisConfig {
@@ -67,7 +69,14 @@ impl PortcullisConfig {
             users: "  source: claims\n".to_owned(),
             user_headers: "x-user-id: user.id, x-user-role: user.role".to_owned(),
             server: String::new(),
+            grpc_listen: None,
         }
+    }
+
+    /// Listens for gRPC at `listen` (e.g. `unix:PATH`) instead of a TCP port.
+    pub fn with_grpc_listen(mut self, listen: &str) -> Self {
+        self.grpc_listen = Some(listen.to_owned());
+        self
     }
 
     /// Adds keys to `server:` (lines indented by two spaces).
@@ -134,7 +143,7 @@ impl PortcullisConfig {
         format!(
             "\
 server:
-  grpc_listen: {grpc}
+  grpc_listen: {grpc_listen}
   http_listen: {http}
 {server}{tls}trust_domain: example.org
 issuers:
@@ -155,6 +164,7 @@ issuers:
   internal_token: {internal_token}
 policy: {policy}
 {extra}",
+            grpc_listen = self.grpc_listen.clone().unwrap_or_else(|| grpc.to_string()),
             issuer = super::tokens::ISSUER,
             jwks_uri = self.jwks_uri,
             azp = super::tokens::AUTHORIZED_PARTY,

@@ -1,0 +1,345 @@
+//! portcullis inside Envoy: the dynamic module (`envoy-module/`, docs/in-proxy.md)
+//! loaded by the real Envoy 1.40 from the shipped `mesh/envoy/front-proxy-module.yaml`,
+//! reading the same `portcullis.yaml` and policy as the portcullis server behind it.
+//!
+//! - the shared case table's edge rows (`tests/support/istio.rs`) get the same
+//!   answers from Envoy + module as from Envoy + ext_authz (`front-proxy.yaml`),
+//!   and every one of them is decided in the module: the ext_authz fallback is
+//!   never asked;
+//! - a request the module cannot decide without I/O (a token of a key it has not
+//!   fetched yet) goes to the ext_authz fallback, and is answered as before;
+//! - a config the module cannot load keeps Envoy from starting.
+//!
+//! The test builds the module first (`cargo build -p portcullis-envoy-module`) and
+//! points Envoy at it with `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use http::Method;
+use support::envoy::{envoy_bin, FrontProxyAddrs};
+use support::istio::{self, Tokens, Via};
+use support::{
+    free_port, ClerkClaims, EchoUpstream, Envoy, JwksServer, Portcullis, PortcullisConfig,
+    RequestBuilder, SigningKey, FIRST_KID,
+};
+
+/// The shipped module front proxy.
+const FRONT_PROXY_MODULE: &str = include_str!("../mesh/envoy/front-proxy-module.yaml");
+/// The config path the shipped file names.
+const SHIPPED_CONFIG: &str = "config: /etc/portcullis/portcullis.yaml";
+
+/// Builds the module once per test process and returns the directory holding
+/// `libportcullis_envoy_module.so`; Envoy started after this finds it there.
+fn module_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "portcullis-envoy-module"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the module");
+        assert!(built.success(), "building portcullis-envoy-module failed");
+        // This test binary is target/<profile>/deps/NAME: the library is two up.
+        let dir = std::env::current_exe()
+            .expect("the test binary's path")
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_owned();
+        assert!(
+            dir.join("libportcullis_envoy_module.so").is_file(),
+            "no libportcullis_envoy_module.so in {}",
+            dir.display()
+        );
+        // Every Envoy this process starts inherits it; set once, before any.
+        std::env::set_var("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", &dir);
+        dir
+    })
+}
+
+/// `mesh/envoy/front-proxy-module.yaml` with `addrs` and the module reading
+/// `config` (`fallback` kept as shipped unless `fallback` is false).
+fn module_yaml(addrs: &FrontProxyAddrs, config: &Path, fallback: bool) -> String {
+    let shipped = FrontProxyAddrs::quickstart();
+    let mut yaml = support::envoy::render_template(
+        "front-proxy-module.yaml",
+        FRONT_PROXY_MODULE,
+        &[
+            (shipped.listener, addrs.listener),
+            (shipped.admin, addrs.admin),
+            (shipped.portcullis, addrs.portcullis),
+            (shipped.upstream, addrs.upstream),
+        ],
+        &[],
+        Path::new("certs"),
+    );
+    assert_eq!(yaml.matches(SHIPPED_CONFIG).count(), 1);
+    yaml = yaml.replace(SHIPPED_CONFIG, &format!("config: {}", config.display()));
+    if !fallback {
+        assert_eq!(yaml.matches("fallback: ext_authz\n").count(), 1);
+        yaml = yaml.replace("fallback: ext_authz\n", "");
+    }
+    yaml
+}
+
+/// Envoy on the module front proxy, in front of `upstream`, with `portcullis` as
+/// its fallback and the module reading portcullis' own config file.
+async fn module_envoy(portcullis: &Portcullis, upstream: SocketAddr, fallback: bool) -> Envoy {
+    module_dir();
+    let addrs = FrontProxyAddrs {
+        listener: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        portcullis: portcullis.grpc_addr(),
+        upstream,
+    };
+    let yaml = module_yaml(&addrs, &portcullis.dir().join("portcullis.yaml"), fallback);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    Envoy::start_bootstrap(dir, &yaml, addrs.listener, addrs.admin).await
+}
+
+/// How many Checks Envoy's ext_authz filter has sent (answered or not).
+async fn ext_authz_checks(envoy: &Envoy) -> u64 {
+    let stats = RequestBuilder::new(envoy.admin(), Method::GET, "/stats?filter=ext_authz")
+        .send()
+        .await
+        .text();
+    stats
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(name, _)| {
+            ["ok", "denied", "error", "failure_mode_allowed"]
+                .iter()
+                .any(|counter| *name == format!("http.front.ext_authz.{counter}"))
+        })
+        .map(|(_, value)| value.trim().parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
+/// Sends a USER request until one is decided without the fallback: the module's
+/// key set has been fetched (it starts fetching when Envoy loads the config).
+async fn until_decided_in_module(envoy: &Envoy, token: &str) {
+    for _ in 0..100 {
+        let before = ext_authz_checks(envoy).await;
+        let response = envoy.get("/api/videos").bearer(token).send().await;
+        assert_eq!(response.status, 200, "{response}");
+        if ext_authz_checks(envoy).await == before {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the module never decided a request itself");
+}
+
+#[tokio::test]
+async fn the_module_answers_the_case_table_like_ext_authz_without_asking_it() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let portcullis = Portcullis::start(&PortcullisConfig::user_traffic(jwks.uri())).await;
+    let plain = Envoy::start(portcullis.grpc_addr(), upstream.addr()).await;
+    let module = module_envoy(&portcullis, upstream.addr(), true).await;
+    let tokens = Tokens::new(&key);
+    until_decided_in_module(
+        &module,
+        tokens.token(istio::Credential::User("USER")).unwrap(),
+    )
+    .await;
+
+    let asked_before = ext_authz_checks(&module).await;
+    let edge = |envoy: &Envoy| istio::Entrances {
+        edge: envoy.addr(),
+        callers: Default::default(),
+    };
+    let mut differences = Vec::new();
+    for case in istio::cases().iter().filter(|case| case.via == Via::Edge) {
+        let by_server = istio::run_case("Envoy + ext_authz", case, &edge(&plain), &tokens).await;
+        let by_module = istio::run_case("Envoy + module", case, &edge(&module), &tokens).await;
+        if by_server != by_module {
+            differences.push(format!(
+                "{}: ext_authz {by_server}, module {by_module}",
+                case.name
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+    assert_eq!(
+        ext_authz_checks(&module).await,
+        asked_before,
+        "every row is decided in the module, none by the fallback"
+    );
+}
+
+#[tokio::test]
+async fn the_module_sends_the_servers_deny_answer_and_strips_spoofed_headers() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let portcullis = Portcullis::start(&PortcullisConfig::user_traffic(jwks.uri())).await;
+    let plain = Envoy::start(portcullis.grpc_addr(), upstream.addr()).await;
+    let module = module_envoy(&portcullis, upstream.addr(), true).await;
+    let user = ClerkClaims::user("USER").sign(&key);
+    until_decided_in_module(&module, &user).await;
+
+    // A deny: the same status, headers and JSON body (the request id is the
+    // caller's, so the bodies are equal byte for byte).
+    for envoy in [&plain, &module] {
+        let denied = envoy
+            .get("/api/admin/users")
+            .bearer(&user)
+            .header("x-request-id", "req-1")
+            .send()
+            .await;
+        assert_eq!(denied.status, 403, "{denied}");
+        assert_eq!(denied.header("content-type"), Some("application/json"));
+        assert_eq!(denied.header("cache-control"), Some("no-store"));
+        assert_eq!(denied.json()["request_id"], "req-1");
+        assert_eq!(denied.json()["error"], "forbidden");
+    }
+    let bodies = [
+        plain
+            .get("/api/admin/users")
+            .bearer(&user)
+            .header("x-request-id", "r")
+            .send()
+            .await,
+        module
+            .get("/api/admin/users")
+            .bearer(&user)
+            .header("x-request-id", "r")
+            .send()
+            .await,
+    ];
+    assert_eq!(bodies[0].text(), bodies[1].text());
+
+    // An allow: every client-sent header under the stripped prefixes is gone,
+    // the verified ones are set.
+    let allowed = module
+        .get("/api/videos")
+        .bearer(&user)
+        .header("x-user-id", "admin")
+        .header("x-portcullis-anything", "spoofed")
+        .header("x-service-name", "spoofed")
+        .send()
+        .await;
+    assert_eq!(allowed.status, 200, "{allowed}");
+    let seen = allowed.upstream().expect("the upstream answered");
+    assert_eq!(seen.header("x-user-role"), Some("USER"));
+    assert_ne!(seen.header("x-user-id"), Some("admin"));
+    assert_eq!(seen.header("x-portcullis-anything"), None);
+    assert_eq!(seen.header("x-service-name"), None);
+}
+
+#[tokio::test]
+async fn a_request_the_module_cannot_decide_alone_goes_to_the_ext_authz_fallback() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let portcullis = Portcullis::start(&PortcullisConfig::user_traffic(jwks.uri())).await;
+    let module = module_envoy(&portcullis, upstream.addr(), true).await;
+    until_decided_in_module(&module, &ClerkClaims::user("USER").sign(&key)).await;
+
+    // A new key: the module must fetch the JWKS first (I/O), so the server decides.
+    let rotated = SigningKey::generate("key-2");
+    jwks.set_keys(&[&key, &rotated]);
+    let before = ext_authz_checks(&module).await;
+    let response = module
+        .get("/api/videos")
+        .bearer(&ClerkClaims::user("USER").sign(&rotated))
+        .send()
+        .await;
+    assert_eq!(response.status, 200, "{response}");
+    let seen = response.upstream().expect("the upstream answered");
+    assert_eq!(seen.header("x-user-role"), Some("USER"));
+    assert_eq!(
+        ext_authz_checks(&module).await,
+        before + 1,
+        "the fallback decided it"
+    );
+}
+
+#[tokio::test]
+async fn without_a_fallback_an_undecidable_request_is_refused_with_503() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let portcullis = Portcullis::start(&PortcullisConfig::user_traffic(jwks.uri())).await;
+    let module = module_envoy(&portcullis, upstream.addr(), false).await;
+    let user = ClerkClaims::user("USER").sign(&key);
+    // Until its keys are fetched the module refuses (503); then it decides.
+    let mut decided = false;
+    for _ in 0..100 {
+        let response = module.get("/api/videos").bearer(&user).send().await;
+        match response.status {
+            200 => {
+                decided = true;
+                break;
+            }
+            503 => assert_eq!(response.json()["error"], "unavailable", "{response}"),
+            other => panic!("unexpected {other}: {response}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(decided, "the module never had its keys");
+    let unknown = SigningKey::generate("key-never-published");
+    let response = module
+        .get("/api/videos")
+        .bearer(&ClerkClaims::user("USER").sign(&unknown))
+        .send()
+        .await;
+    assert_eq!(response.status, 503, "{response}");
+    assert!(response.upstream().is_none());
+}
+
+#[tokio::test]
+async fn envoy_refuses_a_config_the_module_cannot_load() {
+    let dir = module_dir();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let broken = tmp.path().join("portcullis.yaml");
+    std::fs::write(&broken, "issuers: [\n").expect("write the broken config");
+    let addrs = FrontProxyAddrs {
+        listener: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        portcullis: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        upstream: SocketAddr::from(([127, 0, 0, 1], free_port())),
+    };
+    let config = tmp.path().join("envoy.yaml");
+    std::fs::write(&config, module_yaml(&addrs, &broken, true)).expect("write envoy.yaml");
+    let mut envoy = Command::new(envoy_bin())
+        .arg("-c")
+        .arg(&config)
+        .args(["--disable-hot-restart", "-l", "warning"])
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn envoy");
+    let deadline = std::time::Instant::now() + support::READY_TIMEOUT;
+    let status = loop {
+        if let Some(status) = envoy.try_wait().expect("poll envoy") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = envoy.kill();
+            panic!("Envoy started on a config the module cannot load");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = envoy.wait_with_output().expect("envoy's output");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert!(!status.success(), "Envoy accepted it: {log}");
+    assert!(
+        log.contains("portcullis: ") && log.contains("portcullis.yaml"),
+        "Envoy's log names the module's error: {log}"
+    );
+}
