@@ -14,6 +14,7 @@ mod sidebyside {
     pub mod harness;
     pub mod interleave;
     pub mod load;
+    pub mod nginx;
     pub mod procs;
     pub mod report;
     #[path = "../../tests/support/tokens.rs"]

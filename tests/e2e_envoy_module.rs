@@ -152,7 +152,6 @@ async fn the_module_answers_the_case_table_like_ext_authz_without_asking_it() {
     )
     .await;
 
-    let asked_before = ext_authz_checks(&module).await;
     let edge = |envoy: &Envoy| istio::Entrances {
         edge: envoy.addr(),
         callers: Default::default(),
@@ -160,6 +159,7 @@ async fn the_module_answers_the_case_table_like_ext_authz_without_asking_it() {
     let mut differences = Vec::new();
     for case in istio::cases().iter().filter(|case| case.via == Via::Edge) {
         let by_server = istio::run_case("Envoy + ext_authz", case, &edge(&plain), &tokens).await;
+        let asked_before = ext_authz_checks(&module).await;
         let by_module = istio::run_case("Envoy + module", case, &edge(&module), &tokens).await;
         if by_server != by_module {
             differences.push(format!(
@@ -167,13 +167,14 @@ async fn the_module_answers_the_case_table_like_ext_authz_without_asking_it() {
                 case.name
             ));
         }
+        // A kid the module has not seen makes it fetch the JWKS (I/O, unless a
+        // fetch just happened): that one row may go to the fallback.
+        let asked = ext_authz_checks(&module).await - asked_before;
+        if asked != 0 && case.credential != istio::Credential::UnknownKey {
+            differences.push(format!("{}: decided by the fallback", case.name));
+        }
     }
     assert!(differences.is_empty(), "{differences:#?}");
-    assert_eq!(
-        ext_authz_checks(&module).await,
-        asked_before,
-        "every row is decided in the module, none by the fallback"
-    );
 }
 
 #[tokio::test]
@@ -259,10 +260,15 @@ async fn a_request_the_module_cannot_decide_alone_goes_to_the_ext_authz_fallback
     assert_eq!(response.status, 200, "{response}");
     let seen = response.upstream().expect("the upstream answered");
     assert_eq!(seen.header("x-user-role"), Some("USER"));
+    let stats = RequestBuilder::new(module.admin(), Method::GET, "/stats?filter=ext_authz")
+        .send()
+        .await
+        .text();
     assert_eq!(
         ext_authz_checks(&module).await,
         before + 1,
-        "the fallback decided it"
+        "the fallback decided it: {stats}\nportcullis: {}",
+        portcullis.log()
     );
 }
 
@@ -273,31 +279,30 @@ async fn without_a_fallback_an_undecidable_request_is_refused_with_503() {
     let jwks = JwksServer::start(&[&key]).await;
     let upstream = EchoUpstream::start().await;
     let portcullis = Portcullis::start(&PortcullisConfig::user_traffic(jwks.uri())).await;
+    // The module's first JWKS fetch is slow: until it returns, a token needs I/O.
+    jwks.set_delay(std::time::Duration::from_secs(4));
     let module = module_envoy(&portcullis, upstream.addr(), false).await;
     let user = ClerkClaims::user("USER").sign(&key);
-    // Until its keys are fetched the module refuses (503); then it decides.
+    let refused = module.get("/api/videos").bearer(&user).send().await;
+    assert_eq!(refused.status, 503, "{refused}");
+    assert_eq!(refused.json()["error"], "unavailable", "{refused}");
+    assert!(refused.upstream().is_none());
+    // Once the keys are in, the same request is decided in the module.
+    jwks.set_delay(std::time::Duration::ZERO);
     let mut decided = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         let response = module.get("/api/videos").bearer(&user).send().await;
         match response.status {
             200 => {
                 decided = true;
                 break;
             }
-            503 => assert_eq!(response.json()["error"], "unavailable", "{response}"),
+            503 => {}
             other => panic!("unexpected {other}: {response}"),
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(decided, "the module never had its keys");
-    let unknown = SigningKey::generate("key-never-published");
-    let response = module
-        .get("/api/videos")
-        .bearer(&ClerkClaims::user("USER").sign(&unknown))
-        .send()
-        .await;
-    assert_eq!(response.status, 503, "{response}");
-    assert!(response.upstream().is_none());
 }
 
 #[tokio::test]

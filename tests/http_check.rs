@@ -229,7 +229,9 @@ async fn every_dialect_gives_the_grpc_answer() {
         .sign(&h.key);
     let bearer = |token: &str| format!("Bearer {token}");
     let (user, admin, remote) = (bearer(&user), bearer(&admin), bearer(&remote));
-    let cases: Vec<(&str, &str, &str, Vec<(&str, &str)>)> = vec![
+    // (case, method, path, client headers)
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "USER reads videos",
             "GET",

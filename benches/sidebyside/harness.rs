@@ -13,6 +13,7 @@
 use super::envoy::{bootstrap, Auth, Endpoint};
 use super::interleave::{self, Side, Traffic};
 use super::load::{self, Load, LoadResult, Requests};
+use super::nginx;
 use super::procs::{self, Process};
 use super::report;
 use super::tokens::{self, ClerkClaims, SigningKey};
@@ -72,6 +73,13 @@ const GRPC_UNAUTHENTICATED: i32 = 16;
 /// The route every scenario asks for: allowed for users by the last service's read
 /// rule of the 50-rule policy (so the rule index is crossed, not short-cut).
 const PATH: &str = "/svc14/items/7";
+/// The same read under a rule with a local `rate_limit`, and with a global one
+/// (Redis at 127.0.0.1:6379 when it answers): the rate-limit rows. The limits are
+/// far above any load here, so every Check is counted and none refused.
+const PATH_LOCAL_LIMIT: &str = "/limited-local/items/7";
+const PATH_GLOBAL_LIMIT: &str = "/limited-global/items/7";
+/// The Redis the global limit counts in.
+const REDIS: &str = "127.0.0.1:6379";
 const RATE: u32 = 1000;
 /// A browser's usual request headers, sent end to end in every scenario (what
 /// `allowed_headers` keeps away from the authorizer).
@@ -256,10 +264,15 @@ headers:
   user: {{ x-user-id: user.id, x-user-role: user.role, x-user-channel-id: user.channel_id, x-user-clerk-id: token.sub }}
   request_id: x-request-id
 policy: {d}/policy.yaml
-{mtls}"#,
+{mtls}{redis}"#,
             iss = tokens::ISSUER,
             azp = tokens::AUTHORIZED_PARTY,
             mtls = if mtls { "mtls: {}\n" } else { "" },
+            redis = if redis_answers() {
+                format!("state:\n  redis: redis://{REDIS}\n")
+            } else {
+                String::new()
+            },
         )
     }
 
@@ -322,6 +335,13 @@ policy: {d}/policy.yaml
         self.config_text = self.config(addr, other, ok);
         Ok(ok)
     }
+}
+
+/// Whether Redis answers at [`REDIS`]: without it the global-limit rows count
+/// in the local fallback (the report says so).
+fn redis_answers() -> bool {
+    let addr: SocketAddr = REDIS.parse().expect("a socket address");
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
 /// A Clerk-shaped RS256 session token for `sub`, valid for an hour.
@@ -392,11 +412,18 @@ async fn directory(path: &Path, fill: usize) -> anyhow::Result<()> {
 }
 
 /// 50 rules shaped like a mesh (as in `benches/policy.rs`): global denies, health,
-/// an east-west rule, and 15 services with read, write and ownership rules.
+/// an east-west rule, and 15 services with read, write and ownership rules; plus
+/// the two rate-limited reads of the rate-limit rows.
 fn policy() -> String {
     let mut text = String::from(
         "default: deny\nrules:\n  - name: banned\n    action: deny\n    to: { paths: [/**] }\n    from: { users: { roles: [BANNED] } }\n  - name: no-debug\n    action: deny\n    to: { paths: [/debug/**] }\n    from: anyone\n  - name: health\n    to: { paths: [/healthz] }\n    from: anyone\n  - name: internal-videos\n    to: { paths: [/internal/**] }\n    from: { services: [spiffe://example.org/ns/default/sa/videos] }\n  - name: admin\n    to: { paths: [/admin/**] }\n    from: { users: { roles: [ADMIN] } }\n",
     );
+    // The rate-limit rows: svc14-read again, counted per user.
+    for scope in ["local", "global"] {
+        text.push_str(&format!(
+            "  - name: limited-{scope}\n    to: {{ paths: [/limited-{scope}/**], methods: [GET] }}\n    from: {{ users: {{ roles: [USER, ADMIN] }} }}\n    rate_limit: {{ per: user, rate: 1000000/s, burst: 1000000, scope: {scope} }}\n"
+        ));
+    }
     for i in 0..15 {
         text.push_str(&format!(
             r#"  - name: svc{i}-read
@@ -705,6 +732,8 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
     // Direct gRPC Check, pre-serialized requests, fixed concurrency.
     let grpc_a = Requests::cycle(vec![check_request(PATH, cached, None)]);
     let grpc_c = Requests::cycle(vec![check_request(PATH, None, None)]);
+    let grpc_local = Requests::cycle(vec![check_request(PATH_LOCAL_LIMIT, cached, None)]);
+    let grpc_global = Requests::cycle(vec![check_request(PATH_GLOBAL_LIMIT, cached, None)]);
     let grpc_d = Requests::cycle(vec![check_request(
         "/internal/videos/7",
         None,
@@ -768,6 +797,18 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             &authz.portcullis,
             vec![Arc::clone(&grpc_a)],
         ),
+        grpc(
+            "grpc portcullis (a) + local rate limit",
+            authz.grpc,
+            &authz.portcullis,
+            vec![Arc::clone(&grpc_local)],
+        ),
+        grpc(
+            "grpc portcullis (a) + global rate limit (Redis)",
+            authz.grpc,
+            &authz.portcullis,
+            vec![Arc::clone(&grpc_global)],
+        ),
     ];
     sides.retain(|side| opts.wanted(side.name));
     out.extend(interleave::run(&sides, slices, d / slices as u32, || Ok(())).await?);
@@ -819,15 +860,27 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         out.push(m);
     }
     // Fixed rate, direct gRPC: the handler time BENCHMARKS.md bounds.
-    for (name, addr, process) in [
-        ("grpc @1000/s null-authz", authz.null_addr, &authz.null),
-        ("grpc @1000/s portcullis (a)", authz.grpc, &authz.portcullis),
+    for (name, addr, process, requests) in [
+        ("grpc @1000/s null-authz", authz.null_addr, &authz.null, &grpc_a),
+        ("grpc @1000/s portcullis (a)", authz.grpc, &authz.portcullis, &grpc_a),
+        (
+            "grpc @1000/s portcullis (a) + local rate limit",
+            authz.grpc,
+            &authz.portcullis,
+            &grpc_local,
+        ),
+        (
+            "grpc @1000/s portcullis (a) + global rate limit (Redis)",
+            authz.grpc,
+            &authz.portcullis,
+            &grpc_global,
+        ),
     ] {
         if !opts.wanted(name) {
             continue;
         }
         let metrics = (addr == authz.grpc).then_some(authz.http);
-        let requests = Arc::clone(&grpc_a);
+        let requests = Arc::clone(requests);
         out.push(
             measure(name, &[("authz", process)], metrics, || {
                 load::grpc_check(
@@ -1080,6 +1133,8 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
 
     out[first_e2e..].sort_by_key(|m| order.iter().position(|name| *name == m.name));
 
+    out.extend(nginx_auth_request(opts, &authz, cached, &wrk_pin).await?);
+
     // Fixed rate end to end (our open-loop HTTP/1.1 loader).
     let rate = Load::Rate {
         per_second: RATE,
@@ -1132,6 +1187,86 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
     }
     let rss = authz.portcullis.rss()? as f64;
     Ok((out, rss, verify_us))
+}
+
+/// nginx `auth_request` (the HTTP mode, docs/gateways.md): nginx without auth,
+/// asking the do-nothing HTTP endpoint (the floor of the mode), and asking
+/// portcullis (a), side by side in alternating slices, each nginx its own
+/// process on the Envoys' core.
+pub const NGINX_ROWS: [&str; 3] = [
+    "e2e nginx, no auth",
+    "e2e nginx+null-http, auth_request",
+    "e2e nginx+portcullis (a), auth_request",
+];
+
+async fn nginx_auth_request(
+    opts: &Options,
+    authz: &Authorizers,
+    cached: Option<&str>,
+    wrk_pin: &Option<String>,
+) -> anyhow::Result<Vec<Measured>> {
+    if !NGINX_ROWS.iter().any(|name| opts.wanted(name)) {
+        return Ok(Vec::new());
+    }
+    // Built beside null_authz (`cargo build --example null_http`, `cargo test`).
+    let null_http_bin = opts.null_authz.with_file_name("null_http");
+    let null_http_addr = procs::free_port();
+    let mut null_http = Process::spawn(
+        "null-http",
+        &null_http_bin,
+        &[null_http_addr.to_string()],
+        &opts.out.join("null-http.log"),
+        cpus(opts, "1").as_deref(),
+    )?;
+    procs::wait_listening(null_http_addr, &mut null_http)?;
+    let headers = wrk_headers(cached);
+    let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let [none, floor, product] = NGINX_ROWS;
+    let mut nginxes = Vec::new();
+    for (name, check, process, metrics) in [
+        (none, None, None, None),
+        (floor, Some(null_http_addr), Some(&null_http), None),
+        (product, Some(authz.http), Some(&authz.portcullis), Some(authz.http)),
+    ] {
+        let dir = opts.out.join(format!("nginx-{}", nginxes.len()));
+        let (process_nginx, listener) = nginx::start(&dir, check, cpus(opts, "0").as_deref())?;
+        load::wrk(
+            listener,
+            PATH,
+            &refs,
+            None,
+            opts.concurrency,
+            opts.warmup,
+            &opts.out,
+            wrk_pin.as_deref(),
+        )?;
+        nginxes.push((process_nginx, listener, name, process, metrics));
+    }
+    let sides: Vec<Side> = nginxes
+        .iter()
+        .map(|(nginx, listener, name, process, metrics)| Side {
+            name,
+            watched: std::iter::once(("nginx", nginx))
+                .chain(process.map(|p| ("authz", p)))
+                .collect(),
+            metrics: *metrics,
+            traffic: Traffic::Wrk {
+                listener: *listener,
+                path: PATH,
+                headers: headers.clone(),
+                concurrency: opts.concurrency,
+                out: &opts.out,
+                pin: wrk_pin.clone(),
+            },
+        })
+        .collect();
+    interleave::run(
+        &sides,
+        slice_count(opts.duration),
+        Duration::from_secs(1),
+        || Ok(()),
+    )
+    .await
 }
 
 /// A fresh portcullis given `fill` distinct users and tokens; its RSS afterwards.

@@ -7,6 +7,7 @@ mod envoy;
 mod harness;
 mod interleave;
 mod load;
+mod nginx;
 mod procs;
 mod report;
 #[path = "../../tests/support/tokens.rs"]

@@ -275,6 +275,61 @@ pub fn report(
             "–".into(),
         ),
     ];
+    // The rate-limit rows (docs/rate-limits.md): the same check under a rule with a
+    // limit, counted in the process or in Redis.
+    let local_cpu = m.cpu("grpc portcullis (a) + local rate limit", "authz");
+    let global_cpu = m.cpu("grpc portcullis (a) + global rate limit (Redis)", "authz");
+    let global_p99 = m.get("grpc @1000/s portcullis (a) + global rate limit (Redis)", |x| {
+        x.handler_p99_us
+    });
+    let local_p99 = m.get("grpc @1000/s portcullis (a) + local rate limit", |x| {
+        x.handler_p99_us
+    });
+    ratios.push((
+        "rate limit, local: CPU per Check added to (a) (direct gRPC); handler p99 at 1,000 req/s".into(),
+        format!(
+            "{} − {} µs = {} µs; {} µs",
+            fmt(local_cpu, 1),
+            fmt(a_cpu, 1),
+            fmt(local_cpu - a_cpu, 1),
+            fmt(local_p99, 0)
+        ),
+        "≤ 2 µs".into(),
+        verdict(local_cpu - a_cpu <= 2.0).into(),
+    ));
+    ratios.push((
+        "rate limit, global (one Redis round trip): handler p99 at 1,000 req/s; CPU per Check added to (a)".into(),
+        format!(
+            "{} µs; {} − {} µs = {} µs",
+            fmt(global_p99, 0),
+            fmt(global_cpu, 1),
+            fmt(a_cpu, 1),
+            fmt(global_cpu - a_cpu, 1)
+        ),
+        "< 500 µs".into(),
+        verdict(global_p99 < 500.0).into(),
+    ));
+    {
+        let [none, floor, product] = super::harness::NGINX_ROWS;
+        let (rps, cpu) = (m.rps(product), m.total_cpu(product));
+        ratios.push((
+            "nginx auth_request: throughput, nginx+portcullis (a) / nginx without auth; / nginx+null-http (the floor of the mode); CPU per request (nginx + authorizer), portcullis / null-http".into(),
+            format!(
+                "{} / {} req/s = {}×; {} / {} req/s = {}×; {} / {} µs = {}×",
+                fmt(rps, 0),
+                fmt(m.rps(none), 0),
+                fmt(rps / m.rps(none), 2),
+                fmt(rps, 0),
+                fmt(m.rps(floor), 0),
+                fmt(rps / m.rps(floor), 2),
+                fmt(cpu, 1),
+                fmt(m.total_cpu(floor), 1),
+                fmt(cpu / m.total_cpu(floor), 2)
+            ),
+            "reference".into(),
+            "–".into(),
+        ));
+    }
     if !mtls {
         ratios.push((
             "scenario (d) east-west mTLS".into(),

@@ -639,9 +639,17 @@ fn rate_limits_parse_and_ride_on_allow_decisions() {
     assert_eq!(search.rate.to_string(), "90/m");
 
     let someone = user("u1", "app", json!({"role": "USER"}));
-    let allowed = run_on(&policy, &request("GET", "h", "/api/videos/1", &[]), &someone);
+    let allowed = run_on(
+        &policy,
+        &request("GET", "h", "/api/videos/1", &[]),
+        &someone,
+    );
     assert_eq!(allowed.rate_limit.as_deref(), Some(limit));
-    let denied = run_on(&policy, &request("DELETE", "h", "/api/videos/1", &[]), &someone);
+    let denied = run_on(
+        &policy,
+        &request("DELETE", "h", "/api/videos/1", &[]),
+        &someone,
+    );
     assert_eq!(denied.effect, Effect::Deny);
     assert_eq!(denied.rate_limit, None, "a deny is never counted");
     let default = run_on(&policy, &request("GET", "h", "/other", &[]), &someone);
@@ -676,15 +684,33 @@ rules:
     let err = Policy::parse("policy.yaml", text, &LoadOptions::default()).unwrap_err();
     let errors = err.errors();
     let expect: &[(&str, &str)] = &[
-        ("policy.yaml:3: rules[0].rate_limit.per", "use user, service, ip, token or rule"),
+        (
+            "policy.yaml:3: rules[0].rate_limit.per",
+            "use user, service, ip, token or rule",
+        ),
         ("policy.yaml:5: rules[1].rate_limit.rate", "N/s, N/m or N/h"),
-        ("policy.yaml:7: rules[2].rate_limit.rate", "a rate of 0 allows nothing"),
-        ("policy.yaml:9: rules[3].rate_limit.rate", "unknown unit `d`"),
+        (
+            "policy.yaml:7: rules[2].rate_limit.rate",
+            "a rate of 0 allows nothing",
+        ),
+        (
+            "policy.yaml:9: rules[3].rate_limit.rate",
+            "unknown unit `d`",
+        ),
         ("policy.yaml:11: rules[4].rate_limit.burst", "at least 1"),
         ("policy.yaml:13: rules[5].rate_limit.scope", "use local"),
-        ("policy.yaml:16: rules[6].rate_limit", "no meaning on a deny"),
-        ("policy.yaml:19: rules[7].rate_limit", "dry_run rule never decides"),
-        ("policy.yaml:21: rules[8].rate_limit.rate", "more than one request per microsecond"),
+        (
+            "policy.yaml:16: rules[6].rate_limit",
+            "no meaning on a deny",
+        ),
+        (
+            "policy.yaml:19: rules[7].rate_limit",
+            "dry_run rule never decides",
+        ),
+        (
+            "policy.yaml:21: rules[8].rate_limit.rate",
+            "more than one request per microsecond",
+        ),
     ];
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
     for (error, (at, what)) in errors.iter().zip(expect) {
@@ -700,5 +726,8 @@ rules:
     )
     .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("p.yaml:6:") && msg.contains("unknown field `window`"), "{msg}");
+    assert!(
+        msg.starts_with("p.yaml:6:") && msg.contains("unknown field `window`"),
+        "{msg}"
+    );
 }

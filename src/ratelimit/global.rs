@@ -12,7 +12,8 @@
 //! When Redis does not answer within [`TIMEOUT`], or the connection is gone, the
 //! check is answered by the local bucket (the caller's fallback) and one task
 //! reconnects with backoff ([`FIRST_RETRY`] doubling to [`MAX_RETRY`]); checks never
-//! wait for it. The outage is logged once when it starts and once when it ends,
+//! wait for it. An idle connection is PINGed every second, so an outage is
+//! seen without traffic too. The outage is logged once when it starts and once when it ends,
 //! each fallen-back check is counted, and [`GlobalBuckets::status`] tells
 //! `/readyz`.
 
@@ -30,6 +31,9 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
 /// A connect attempt gives up after this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an idle connection is PINGed, so an outage shows on `/readyz` and
+/// the next check does not have to find it out.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where every bucket lives in Redis: `portcullis:ratelimit:RULE:PER:ID`.
 pub const KEY_PREFIX: &str = "portcullis:ratelimit:";
@@ -102,6 +106,7 @@ impl GlobalBuckets {
             metrics,
         });
         tokio::spawn(Arc::clone(&buckets).reconnect());
+        tokio::spawn(watch(Arc::downgrade(&buckets)));
         Ok(buckets)
     }
 
@@ -231,6 +236,36 @@ impl GlobalBuckets {
                 counting: "local-fallback",
                 error: error.clone(),
             },
+        }
+    }
+}
+
+/// PINGs the connection every [`WATCH_INTERVAL`] while the buckets exist.
+async fn watch(buckets: std::sync::Weak<GlobalBuckets>) {
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let Some(buckets) = buckets.upgrade() else {
+            return;
+        };
+        let current = {
+            let link = buckets.link();
+            link.connection.clone().map(|c| (c, link.generation))
+        };
+        let Some((mut connection, generation)) = current else {
+            continue;
+        };
+        let pong = tokio::time::timeout(
+            TIMEOUT,
+            redis::cmd("PING").query_async::<String>(&mut connection),
+        )
+        .await;
+        match pong {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => buckets.lost(generation, e.to_string()),
+            Err(_) => buckets.lost(
+                generation,
+                format!("no answer to PING within {} ms", TIMEOUT.as_millis()),
+            ),
         }
     }
 }

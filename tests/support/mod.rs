@@ -17,15 +17,18 @@
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod cases;
 pub mod check;
 pub mod client;
 pub mod echo;
 pub mod envoy;
+pub mod gateways;
 pub mod istio;
 pub mod jwks;
 pub mod pki;
 pub mod portcullis;
 pub mod proxy;
+pub mod redis_server;
 pub mod svix;
 pub mod tokens;
 
