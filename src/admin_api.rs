@@ -44,18 +44,9 @@ impl AdminApi {
     }
 
     /// The caller's SPIFFE ID when it is one of `admin.principals`; never an
-    /// unauthenticated caller.
+    /// unauthenticated caller. Every refusal is logged.
     fn admin<T>(&self, request: &Request<T>, call: &str) -> Result<SpiffeId, Status> {
-        let leaf = request
-            .peer_certs()
-            .and_then(|certs| certs.first().cloned())
-            .ok_or_else(|| {
-                tracing::info!(call, "admin API: refused a caller without a client certificate");
-                Status::unauthenticated(
-                    "the admin API authenticates callers by their mTLS client certificate: connect with your SVID (server.tls.client_ca must be set)",
-                )
-            })?;
-        let caller = svid_of_der(&leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let caller = peer_svid(request, "admin API", call)?;
         let pipeline = self.authorizer.pipeline();
         if !pipeline.revocation().admin_principals.contains(&caller) {
             tracing::info!(call, %caller, "admin API: refused a caller not in admin.principals");
@@ -67,13 +58,41 @@ impl AdminApi {
     }
 }
 
+/// The SPIFFE ID of the client certificate of `request`'s connection, which
+/// rustls verified against `server.tls.client_ca`: how the gRPC services
+/// that answer only known workloads (`service`: the admin API, the token
+/// service) authenticate a caller. A refusal is logged with `call`.
+pub(crate) fn peer_svid<T>(
+    request: &Request<T>,
+    service: &'static str,
+    call: &str,
+) -> Result<SpiffeId, Status> {
+    let Some(leaf) = request
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned())
+    else {
+        tracing::info!(
+            service,
+            call,
+            "refused a caller without a client certificate"
+        );
+        return Err(Status::unauthenticated(format!(
+            "the {service} authenticates callers by their mTLS client certificate: connect with your SVID (server.tls.client_ca must be set)"
+        )));
+    };
+    svid_of_der(&leaf).map_err(|error| {
+        tracing::info!(service, call, %error, "refused a client certificate that is not an SVID");
+        Status::unauthenticated(error.to_string())
+    })
+}
+
 fn to_wire(revocation: &Revocation) -> pb::Revocation {
     pb::Revocation {
-        kind: revocation.kind.as_str().to_owned(),
-        value: revocation.value.clone(),
-        revoked_at_unix_ms: revocation.revoked_at_ms,
-        expires_at_unix_ms: revocation.expires_at_ms,
-        by: revocation.by.clone(),
+        kind: revocation.kind().as_str().to_owned(),
+        value: revocation.value().to_owned(),
+        revoked_at_unix_ms: revocation.revoked_at_ms(),
+        expires_at_unix_ms: revocation.expires_at_ms(),
+        by: revocation.by().to_owned(),
     }
 }
 
@@ -127,26 +146,23 @@ impl Admin for AdminApi {
         };
         let runtime = self.authorizer.runtime();
         let revocations = runtime.revocations();
-        let revocation = Revocation::new(
-            kind,
-            value,
-            ttl,
-            revocations.clock().unix_millis(),
-            format!("admin:{caller}"),
-        )
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let revocation = revocations
+            .revocation(kind, value, ttl, format!("admin:{caller}"))
+            .map_err(|e| {
+                tracing::info!(%caller, kind = kind.as_str(), error = %e, "admin API: refused an invalid revocation");
+                Status::invalid_argument(e.to_string())
+            })?;
         let pipeline = self.authorizer.pipeline();
-        let stored = revocation::store::revoke(
-            revocations,
-            pipeline.shared().map(|s| &**s),
-            revocation.clone(),
-        )
-        .await;
+        let stored =
+            revocation::store::revoke(revocations, pipeline.shared().map(|s| &**s), revocation)
+                .await;
         tracing::info!(%caller, kind = kind.as_str(), %value, ttl_s = ttl.as_secs(),
             shared = stored.is_ok(), "admin API: revoked");
         match stored {
-            Ok(()) => Ok(Response::new(RevokeResponse {
-                revocation: Some(to_wire(&revocation)),
+            // What is in force now: merged with an earlier revocation of the
+            // same value, it may reach further than asked.
+            Ok(in_force) => Ok(Response::new(RevokeResponse {
+                revocation: Some(to_wire(&in_force)),
             })),
             Err(e @ RevocationError::NotShared(_)) => Err(Status::unavailable(e.to_string())),
             Err(e) => Err(Status::internal(e.to_string())),
@@ -157,8 +173,9 @@ impl Admin for AdminApi {
         &self,
         request: Request<ListRevocationsRequest>,
     ) -> Result<Response<ListRevocationsResponse>, Status> {
-        self.admin(&request, "ListRevocations")?;
+        let caller = self.admin(&request, "ListRevocations")?;
         let revocations = self.authorizer.runtime().revocations().list();
+        tracing::info!(%caller, count = revocations.len(), "admin API: listed revocations");
         Ok(Response::new(ListRevocationsResponse {
             revocations: revocations.iter().map(to_wire).collect(),
         }))

@@ -399,14 +399,17 @@ impl Authorizer {
                 .await;
             return Ok(outcome);
         }
-        let caller = pipeline.east_west.caller(request)?;
+        let caller = pipeline
+            .east_west
+            .caller(request, &**self.runtime.revocations())?;
         let keep_claims = pipeline.keep_claims || policy.reads_token_claims();
         let authentication = pipeline
             .authenticator
             .authenticate(request, keep_claims)
             .await?;
         if let Authentication::Token(token) = &authentication {
-            self.runtime.revocations().check(token)?;
+            let own_issuer = pipeline.mint.as_ref().map(|mint| mint.issuer());
+            self.runtime.revocations().check(token, own_issuer)?;
         }
         let principal = match authentication {
             Authentication::Anonymous => caller.without_token()?,
@@ -629,6 +632,9 @@ impl From<&CheckError> for DenyKind {
         match error {
             CheckError::Path(_) => DenyKind::BadRequest,
             CheckError::Token(e) if e.is_unavailable() => DenyKind::Unavailable,
+            CheckError::Identity(IdentityError::InternalToken(e)) if e.is_unavailable() => {
+                DenyKind::Unavailable
+            }
             CheckError::User(UserError::Unavailable(_)) => DenyKind::Unavailable,
             CheckError::Webhook(_)
             | CheckError::Identity(_)

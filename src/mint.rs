@@ -251,11 +251,50 @@ mod tests {
         let verifier = mint.internal_verifier();
         let internal = mint.internal_token(&user, now).unwrap();
         let back = verifier.verify(&internal.token, seconds(now)).unwrap();
+        let back = context_token::user_of(back.claims().map()).unwrap();
         assert_eq!(back.fields, user.fields);
         let exchanged = mint.exchange_token(&user, now).unwrap();
         assert!(verifier.verify(&exchanged.token, seconds(now)).is_err());
         // Expired beyond the leeway.
         let later = seconds(now) + 300 + 31;
         assert!(verifier.verify(&internal.token, later).is_err());
+    }
+
+    #[test]
+    fn exchanged_and_internal_tokens_carry_what_revocation_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mint = mint(dir.path());
+        let claims = json!({"sub": "user_2x", "sid": "sess_1", "jti": "upstream"});
+        let mut user = User::from_claims("clerk", "user_2x", claims.as_object().unwrap().clone());
+        user.fields = json!({"id": "42", "role": "USER"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let now = SystemTime::now();
+        let internal = mint.internal_token(&user, now).unwrap();
+        let ids = mint
+            .internal_verifier()
+            .verify(&internal.token, seconds(now))
+            .unwrap()
+            .ids;
+        assert_eq!(ids.sid.as_deref(), Some("sess_1"), "the session travels on");
+        assert_eq!(ids.idp_sub.as_deref(), Some("user_2x"));
+        assert_eq!(ids.issued_at, Some(seconds(now)));
+        assert!(
+            ids.jti.is_some_and(|jti| &*jti != "upstream"),
+            "its own jti"
+        );
+        let exchanged = mint.exchange_token(&user, now).unwrap();
+        let payload = exchanged.token.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let claims: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(claims["sid"], "sess_1");
+        assert_eq!(
+            (claims["sub"].as_str(), claims["idp_sub"].as_str()),
+            (Some("42"), Some("user_2x"))
+        );
     }
 }

@@ -4,6 +4,7 @@
 use crate::authorizer::Authorizer;
 use crate::ratelimit::GlobalStatus;
 use crate::reload::LastReload;
+use crate::replicas::Subscription;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -19,7 +20,12 @@ pub struct RevocationStatus {
     pub loaded: bool,
     /// The revocations in force (once loaded).
     pub count: usize,
-    /// Why they are not loaded.
+    /// With `state.redis`: `connecting`, `catching_up`, `subscribed` or
+    /// `down` — whether revocations made on other replicas arrive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<Subscription>,
+    /// Why they are not loaded, or why the subscription is down (still
+    /// ready then: the copy is kept).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -66,17 +72,12 @@ impl Readiness {
             .collect();
         let directory_reachable = pipeline.directory().ping().await;
         let draining = authorizer.runtime().is_draining();
-        let revocations = match authorizer.runtime().revocations().status() {
-            Ok(count) => RevocationStatus {
-                loaded: true,
-                count,
-                error: None,
-            },
-            Err(error) => RevocationStatus {
-                loaded: false,
-                count: 0,
-                error: Some(error),
-            },
+        let status = authorizer.runtime().revocations().status();
+        let revocations = RevocationStatus {
+            loaded: status.loaded,
+            count: status.count,
+            subscription: status.subscription,
+            error: status.error,
         };
         Readiness {
             ready: issuers.iter().all(|i| i.keys_loaded)

@@ -13,6 +13,32 @@ use tokio_stream::StreamExt;
 
 /// The pub/sub channel of directory events.
 pub const CHANNEL: &str = "portcullis:directory";
+/// A connection to Redis (and the subscription's `SUBSCRIBE`s) gives up after
+/// this long: a Redis that drops packets must not hang a replica unready
+/// without a reason.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A command on the shared connection gives up after this long.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first pause before subscribing again after a failure...
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// ...doubling up to this.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Where a replica's subscription to the other replicas' events stands
+/// (`/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subscription {
+    /// Connecting and subscribing: at start, and again after each failure.
+    Connecting,
+    /// Subscribed, loading what was missed before handling the first event.
+    CatchingUp,
+    /// Subscribed and caught up: events apply as they are published.
+    Subscribed,
+    /// The last attempt failed or the connection was lost; the next one waits
+    /// its backoff.
+    Down,
+}
 
 /// One directory event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,8 +101,9 @@ impl SharedState {
         .map_err(log_publish_error)
     }
 
-    /// Runs `command` on the shared connection (made on first use, 2 s to
-    /// connect); a command that fails is tried once more on a new connection.
+    /// Runs `command` on the shared connection (made on first use, at most
+    /// [`CONNECT_TIMEOUT`] to connect and [`RESPONSE_TIMEOUT`] per command); a
+    /// command that fails is tried once more on a new connection.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, String>
     where
         F: Fn(redis::aio::MultiplexedConnection) -> Fut,
@@ -88,9 +115,14 @@ impl SharedState {
                 match slot.as_ref() {
                     Some(connection) => connection.clone(),
                     None => {
+                        let config = redis::AsyncConnectionConfig::new()
+                            .set_connection_timeout(CONNECT_TIMEOUT)
+                            .set_response_timeout(RESPONSE_TIMEOUT);
+                        // The whole handshake, not only the TCP connect, is bounded.
                         let connection = tokio::time::timeout(
-                            Duration::from_secs(2),
-                            self.client.get_multiplexed_async_connection(),
+                            CONNECT_TIMEOUT,
+                            self.client
+                                .get_multiplexed_async_connection_with_config(&config),
                         )
                         .await
                         .map_err(|_| "connecting to Redis timed out".to_owned())?
@@ -119,35 +151,79 @@ fn log_publish_error(error: String) -> String {
 }
 
 /// Subscribes to `channels` and hands every message to `on_message(channel,
-/// payload)`, reconnecting with backoff (1 s doubling to 30 s) whenever Redis
-/// goes away. After each (re)subscription, before its first message,
-/// `on_subscribed` catches up on what was missed while away (an error drops the
-/// subscription and tries again).
-pub fn spawn_subscriber<S, SFut, M, MFut>(
+/// payload)`, reconnecting with backoff (1 s doubling to 30 s, back to 1 s once
+/// a subscription worked) whenever Redis goes away. After each
+/// (re)subscription, before its first message, `on_subscribed` catches up on
+/// what was missed while away (an error drops the subscription and tries
+/// again). `on_change` hears every change of [`Subscription`], with the error
+/// when it goes [`Subscription::Down`].
+pub fn spawn_subscriber<S, SFut, M, MFut, C>(
     url: &str,
     channels: &'static [&'static str],
     on_subscribed: S,
     on_message: M,
+    on_change: C,
 ) -> Result<JoinHandle<()>, DirectoryError>
 where
     S: Fn() -> SFut + Send + Sync + 'static,
     SFut: std::future::Future<Output = Result<(), String>> + Send,
     M: Fn(&str, String) -> MFut + Send + Sync + 'static,
     MFut: std::future::Future<Output = ()> + Send,
+    C: Fn(Subscription, Option<&str>) + Send + Sync + 'static,
 {
     let client =
         redis::Client::open(url).map_err(|e| DirectoryError(format!("invalid Redis URL: {e}")))?;
     Ok(tokio::spawn(async move {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::default();
         loop {
-            match subscribe(&client, channels, &on_subscribed, &on_message).await {
-                Ok(()) => tracing::warn!("Redis subscription ended; resubscribing"),
-                Err(e) => tracing::warn!(error = %e, "Redis subscription failed; retrying"),
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            on_change(Subscription::Connecting, None);
+            let mut subscribed = false;
+            let result = subscribe(
+                &client,
+                channels,
+                &on_subscribed,
+                &on_message,
+                &mut |state| {
+                    subscribed |= state == Subscription::Subscribed;
+                    on_change(state, None);
+                },
+            )
+            .await;
+            let error = match result {
+                Ok(()) => "the subscription ended".to_owned(),
+                Err(e) => e,
+            };
+            tracing::warn!(%error, "Redis subscription lost or failed; subscribing again");
+            on_change(Subscription::Down, Some(&error));
+            tokio::time::sleep(backoff.after(subscribed)).await;
         }
     }))
+}
+
+/// The pause before subscribing again: [`FIRST_RETRY`] doubling to
+/// [`MAX_RETRY`] while attempts fail, and [`FIRST_RETRY`] again after one that
+/// subscribed, so one blip does not leave a replica deaf for long.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: FIRST_RETRY }
+    }
+}
+
+impl Backoff {
+    /// The pause after an attempt that `subscribed` (and caught up) or not.
+    fn after(&mut self, subscribed: bool) -> Duration {
+        if subscribed {
+            self.next = FIRST_RETRY;
+        }
+        let pause = self.next;
+        self.next = (self.next * 2).min(MAX_RETRY);
+        pause
+    }
 }
 
 async fn subscribe<S, SFut, M, MFut>(
@@ -155,6 +231,7 @@ async fn subscribe<S, SFut, M, MFut>(
     channels: &[&str],
     on_subscribed: &S,
     on_message: &M,
+    on_change: &mut impl FnMut(Subscription),
 ) -> Result<(), String>
 where
     S: Fn() -> SFut,
@@ -162,18 +239,24 @@ where
     M: Fn(&str, String) -> MFut,
     MFut: std::future::Future<Output = ()>,
 {
-    let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
-    for channel in channels {
-        pubsub
-            .subscribe(*channel)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        for channel in channels {
+            pubsub.subscribe(*channel).await?;
+        }
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| format!("connecting to Redis timed out after {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("connecting to Redis: {e}"))?;
     tracing::info!(?channels, "subscribed to events of other replicas");
+    on_change(Subscription::CatchingUp);
     // Messages published from here on wait in the subscription while the
     // catch-up runs, so none falls between the two.
     on_subscribed().await?;
-    let mut messages = pubsub.on_message();
+    on_change(Subscription::Subscribed);
+    let mut messages = pubsub.into_on_message();
     while let Some(message) = messages.next().await {
         match message.get_payload::<String>() {
             Ok(payload) => on_message(message.get_channel_name(), payload).await,
@@ -191,5 +274,25 @@ pub async fn apply_directory_event(payload: &str, directory: &UserDirectory) {
             event.apply(directory).await;
         }
         Err(e) => tracing::warn!(error = %e, "malformed directory event ignored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_while_failing_and_starts_over_after_a_subscription() {
+        let mut backoff = Backoff::default();
+        let secs = |d: Duration| d.as_secs();
+        let failing: Vec<u64> = (0..7).map(|_| secs(backoff.after(false))).collect();
+        assert_eq!(failing, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(
+            secs(backoff.after(true)),
+            1,
+            "a blip after a working subscription"
+        );
+        assert_eq!(secs(backoff.after(false)), 2);
+        assert_eq!(secs(backoff.after(true)), 1);
     }
 }

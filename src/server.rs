@@ -389,23 +389,23 @@ fn hear_other_replicas(
     authorizer: &Arc<Authorizer>,
 ) -> Result<JoinHandle<()>, crate::directory::DirectoryError> {
     use crate::revocation::store;
-    let runtime = Arc::clone(authorizer.runtime());
-    runtime.revocations().expect_load();
-    let shared = runtime.shared(url)?;
-    let catch_up = move || {
-        let (runtime, shared) = (Arc::clone(&runtime), Arc::clone(&shared));
-        async move { store::reload(runtime.revocations(), &shared).await }
+    let runtime = authorizer.runtime();
+    let feed = store::Feed::new(Arc::clone(runtime.revocations()), runtime.shared(url)?);
+    let catch_up = {
+        let feed = feed.clone();
+        move || feed.catch_up()
+    };
+    let on_change = {
+        let feed = feed.clone();
+        move |state, error: Option<&str>| feed.subscription_changed(state, error)
     };
     let authorizer = Arc::clone(authorizer);
     let on_message = move |channel: &str, payload: String| {
         let is_revocation = channel == store::CHANNEL;
-        let authorizer = Arc::clone(&authorizer);
+        let (authorizer, feed) = (Arc::clone(&authorizer), feed.clone());
         async move {
             if is_revocation {
-                if let Some(revocation) = store::decode(&payload) {
-                    tracing::debug!(kind = revocation.kind.as_str(), by = %revocation.by, "revocation from another replica");
-                    authorizer.runtime().revocations().insert(revocation);
-                }
+                feed.apply(&payload);
             } else {
                 let pipeline = authorizer.pipeline();
                 crate::replicas::apply_directory_event(&payload, pipeline.directory()).await;
@@ -417,5 +417,6 @@ fn hear_other_replicas(
         &[crate::replicas::CHANNEL, store::CHANNEL],
         catch_up,
         on_message,
+        on_change,
     )
 }

@@ -6,9 +6,8 @@
 
 use crate::admin_api::pb::token_service_server::TokenService;
 use crate::admin_api::pb::{IssueServiceTokenRequest, IssueServiceTokenResponse};
+use crate::admin_api::peer_svid;
 use crate::authorizer::Authorizer;
-use crate::identity::mtls::svid_of_der;
-use crate::identity::SpiffeId;
 use crate::mint::MintError;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,26 +23,13 @@ impl TokenApi {
     }
 }
 
-/// The caller's SPIFFE ID, from the client certificate of the connection.
-fn caller<T>(request: &Request<T>) -> Result<SpiffeId, Status> {
-    let certs = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated(
-            "the token service authenticates callers by their mTLS client certificate: connect with your SVID (server.tls.client_ca must be set)",
-        )
-    })?;
-    let leaf = certs
-        .first()
-        .ok_or_else(|| Status::unauthenticated("no client certificate was presented"))?;
-    svid_of_der(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
-}
-
 #[tonic::async_trait]
 impl TokenService for TokenApi {
     async fn issue_service_token(
         &self,
         request: Request<IssueServiceTokenRequest>,
     ) -> Result<Response<IssueServiceTokenResponse>, Status> {
-        let caller = caller(&request)?;
+        let caller = peer_svid(&request, "token service", "IssueServiceToken")?;
         let request = request.into_inner();
         if !request.spiffe_id.is_empty() && request.spiffe_id != caller.to_string() {
             tracing::info!(%caller, requested = %request.spiffe_id, "token service: refused a token for another identity");

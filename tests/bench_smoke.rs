@@ -100,6 +100,12 @@ fn every_reference_point_answers_a_short_load() {
             .any(|m| m["name"] == "e2e envoy+null-authz, context headers"),
         "Envoy's cost of the context headers is measured"
     );
+    for name in sidebyside::harness::NGINX_ROWS {
+        assert!(
+            measured.iter().any(|m| m["name"] == name),
+            "nginx auth_request: {name} is measured"
+        );
+    }
     // Each pair's ratio is also taken within the round (one per round here).
     let per_round = report.json["per_round_ratios"].as_array().unwrap();
     assert_eq!(per_round.len(), 4, "four per-round ratios");

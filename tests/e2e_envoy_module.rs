@@ -38,20 +38,25 @@ const SHIPPED_CONFIG: &str = "config: /etc/portcullis/portcullis.yaml";
 fn module_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "portcullis-envoy-module"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build for the module");
-        assert!(built.success(), "building portcullis-envoy-module failed");
-        // This test binary is target/<profile>/deps/NAME: the library is two up.
+        // This test binary is target/<profile>/deps/NAME: the library goes two up,
+        // built in the same profile.
         let dir = std::env::current_exe()
             .expect("the test binary's path")
             .parent()
             .and_then(Path::parent)
             .expect("target/<profile>")
             .to_owned();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "portcullis-envoy-module"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let built = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build for the module");
+        assert!(built.success(), "building portcullis-envoy-module failed");
         assert!(
             dir.join("libportcullis_envoy_module.so").is_file(),
             "no libportcullis_envoy_module.so in {}",
@@ -252,11 +257,8 @@ async fn a_request_the_module_cannot_decide_alone_goes_to_the_ext_authz_fallback
     let rotated = SigningKey::generate("key-2");
     jwks.set_keys(&[&key, &rotated]);
     let before = ext_authz_checks(&module).await;
-    let response = module
-        .get("/api/videos")
-        .bearer(&ClerkClaims::user("USER").sign(&rotated))
-        .send()
-        .await;
+    let token = ClerkClaims::user("USER").sign(&rotated);
+    let response = module.get("/api/videos").bearer(&token).send().await;
     assert_eq!(response.status, 200, "{response}");
     let seen = response.upstream().expect("the upstream answered");
     assert_eq!(seen.header("x-user-role"), Some("USER"));
@@ -270,6 +272,9 @@ async fn a_request_the_module_cannot_decide_alone_goes_to_the_ext_authz_fallback
         "the fallback decided it: {stats}\nportcullis: {}",
         portcullis.log()
     );
+    // The module finished that check in the background: the new key is now its
+    // own, and the next request with it is decided in the module.
+    until_decided_in_module(&module, &token).await;
 }
 
 #[tokio::test]

@@ -10,8 +10,10 @@
 
 mod support;
 
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use portcullis::admin_pb::admin_client::AdminClient;
 use portcullis::admin_pb::revoke_request::Target;
 use portcullis::admin_pb::{GetStatusRequest, ListRevocationsRequest, RevokeRequest};
@@ -19,6 +21,7 @@ use portcullis::clock::Clock;
 use portcullis::config::Config;
 use portcullis::server::Server;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -92,20 +95,28 @@ fn pki() -> TestPki {
     pki
 }
 
-async fn start(pki: Option<TestPki>, sessions: bool, extra: &str) -> Setup {
+/// A directory with the secrets and the policy (`/public` open to anyone,
+/// the rest to any authenticated principal).
+fn prepare() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secret"), HMAC).unwrap();
     std::fs::write(dir.path().join("webhook-secret"), WEBHOOK_SECRET).unwrap();
     std::fs::write(
         dir.path().join("policy.yaml"),
-        "rules:\n  - name: all\n    from: authenticated\n",
+        "rules:\n  - name: public\n    to: { paths: [/public] }\n    from: anyone\n  - name: all\n    from: authenticated\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("portcullis.yaml"),
-        config_text(pki.as_ref(), sessions, ADMIN, extra),
-    )
-    .unwrap();
+    dir
+}
+
+async fn start(pki: Option<TestPki>, sessions: bool, extra: &str) -> Setup {
+    let text = config_text(pki.as_ref(), sessions, ADMIN, extra);
+    launch(prepare(), pki, &text).await
+}
+
+/// Serves `text` as `dir/portcullis.yaml` on a manual clock.
+async fn launch(dir: tempfile::TempDir, pki: Option<TestPki>, text: &str) -> Setup {
+    std::fs::write(dir.path().join("portcullis.yaml"), text).unwrap();
     let clock = Clock::manual();
     let (grpc, http) = serve(&dir.path().join("portcullis.yaml"), clock.clone()).await;
     Setup {
@@ -161,19 +172,32 @@ impl Setup {
     /// The gRPC Check of `GET /x` with `token`: Ok, or the deny status and its
     /// `WWW-Authenticate`.
     async fn check(&self, token: &str) -> Result<(), (i32, String)> {
-        let mut client = AuthorizationClient::new(self.channel("envoy").await);
         let bearer = format!("Bearer {token}");
+        let request = support::check::request("GET", "/x", &[("authorization", &bearer)]);
+        match self.answer(request).await {
+            Answer::Allow(_) => Ok(()),
+            Answer::Deny {
+                status, challenge, ..
+            } => Err((status, challenge)),
+        }
+    }
+
+    /// The gRPC Check of `request`, as Envoy sends it.
+    async fn answer(&self, request: CheckRequest) -> Answer {
+        let mut client = AuthorizationClient::new(self.channel("envoy").await);
         let response = client
-            .check(support::check::request(
-                "GET",
-                "/x",
-                &[("authorization", &bearer)],
-            ))
+            .check(request)
             .await
             .expect("Check never fails as an RPC")
             .into_inner();
         match response.http_response {
-            Some(HttpResponse::OkResponse(_)) => Ok(()),
+            Some(HttpResponse::OkResponse(ok)) => Answer::Allow(
+                ok.headers
+                    .into_iter()
+                    .filter_map(|h| h.header)
+                    .map(|h| (h.key, h.value))
+                    .collect(),
+            ),
             Some(HttpResponse::DeniedResponse(denied)) => {
                 let challenge = denied
                     .headers
@@ -182,10 +206,26 @@ impl Setup {
                     .find(|h| h.key.eq_ignore_ascii_case("www-authenticate"))
                     .map(|h| h.value.clone())
                     .unwrap_or_default();
-                Err((denied.status.map_or(0, |s| s.code), challenge))
+                Answer::Deny {
+                    status: denied.status.map_or(0, |s| s.code),
+                    challenge,
+                    body: denied.body,
+                }
             }
             other => panic!("unexpected answer {other:?}"),
         }
+    }
+
+    /// `POST /v1/token/exchange` with `token`: the status and the body.
+    async fn exchange(&self, token: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("http://{}/v1/token/exchange", self.http))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// The status of the HTTP mode's `/check/forward` for `GET /x` with `token`.
@@ -238,6 +278,27 @@ impl Setup {
                 "the new config never applied"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A gRPC Check's answer.
+#[derive(Debug)]
+enum Answer {
+    /// The headers set on the upstream request.
+    Allow(HashMap<String, String>),
+    Deny {
+        status: i32,
+        challenge: String,
+        body: String,
+    },
+}
+
+impl Answer {
+    fn status(&self) -> i32 {
+        match self {
+            Answer::Allow(_) => 200,
+            Answer::Deny { status, .. } => *status,
         }
     }
 }
@@ -741,4 +802,318 @@ async fn replicas_share_revocations_through_redis_and_catch_up_after_an_outage()
     })
     .await;
     assert!(revoked(b.check(&second_token).await.unwrap_err()));
+}
+
+/// The config of [`exchanged_and_internal_tokens_fall_with_the_session_and_subject_they_came_from`]:
+/// tokens portcullis signs (internal ones on every allow with a user, exchanged
+/// ones accepted by the `exchanged` issuer), mTLS on the gRPC listener.
+fn signing_config(pki: &TestPki) -> String {
+    let certs = pki.certs();
+    format!(
+        "\
+server:
+  grpc_listen: 127.0.0.1:0
+  http_listen: 127.0.0.1:0
+  tls: {{ cert: {}, key: {}, client_ca: {} }}
+trust_domain: example.org
+issuers:
+  - {{ name: app, kind: user, issuer: example-auth, secret_file: secret, algorithms: [HS256], leeway: 5s }}
+  - {{ name: exchanged, kind: user, issuer: portcullis, jwks_file: tokens/jwks.json, algorithms: [ES256] }}
+users:
+  source: claims
+headers:
+  user: {{ x-user-id: user.id }}
+  internal_token: true
+tokens:
+  key_dir: tokens
+webhooks:
+  clerk: {{ secret_file: webhook-secret }}
+revocation:
+  sessions_from_webhooks: true
+admin:
+  principals: [{ADMIN}]
+policy: policy.yaml
+",
+        certs.join("portcullis/chain.pem").display(),
+        certs.join("portcullis/key.pem").display(),
+        pki.bundle().display()
+    )
+}
+
+/// A Check of `GET /x` from the mTLS workload `videos` (Envoy's
+/// `source.principal`) passing on the internal token `internal`.
+fn from_videos(internal: &str) -> CheckRequest {
+    let mut request = support::check::request("GET", "/x", &[("x-portcullis-token", internal)]);
+    request.attributes.as_mut().unwrap().source = Some(Peer {
+        principal: "spiffe://example.org/ns/default/sa/videos".into(),
+        ..Default::default()
+    });
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanged_and_internal_tokens_fall_with_the_session_and_subject_they_came_from() {
+    let dir = prepare();
+    support::pki::portcullis_ok(&["token", "jwks", "--dir", dir.path().to_str().unwrap()]);
+    let pki = pki();
+    let text = signing_config(&pki);
+    let setup = launch(dir, Some(pki), &text).await;
+    let now = setup.clock.unix_secs();
+    // Two users: one whose session ends, one signed out everywhere.
+    let (sid, sub) = (random("sess_"), random("user_"));
+    let in_session = token(
+        now,
+        json!({"sub": random("user_"), "sid": sid, "iat": now - 5}),
+    );
+    let of_subject = token(now, json!({"sub": sub, "iat": now - 5}));
+    let mut signed = Vec::new();
+    for upstream in [&in_session, &of_subject] {
+        let (status, body) = setup.exchange(upstream).await;
+        assert_eq!(status, 200, "{body}");
+        let exchanged = body["access_token"].as_str().unwrap().to_owned();
+        let bearer = format!("Bearer {upstream}");
+        let Answer::Allow(headers) = setup
+            .answer(support::check::request(
+                "GET",
+                "/x",
+                &[("authorization", &bearer)],
+            ))
+            .await
+        else {
+            panic!("the upstream token is allowed");
+        };
+        let internal = headers["x-portcullis-token"].clone();
+        assert_eq!(
+            setup.check(&exchanged).await,
+            Ok(()),
+            "exchanged, not revoked yet"
+        );
+        let east_west = setup.answer(from_videos(&internal)).await;
+        assert_eq!(
+            east_west.status(),
+            200,
+            "internal, not revoked yet: {east_west:?}"
+        );
+        signed.push((exchanged, internal));
+    }
+
+    // The session ends (Clerk's webhook): its exchanged and internal tokens
+    // fall with it — they carry its `sid`.
+    assert_eq!(
+        deliver_session(setup.http, "session.ended", &sid).await,
+        200
+    );
+    let (exchanged, internal) = &signed[0];
+    assert!(
+        revoked(setup.check(exchanged).await.unwrap_err()),
+        "exchanged"
+    );
+    match setup.answer(from_videos(internal)).await {
+        Answer::Deny { status, body, .. } => {
+            assert_eq!(status, 401);
+            assert!(body.contains("token revoked"), "{body}");
+        }
+        allowed => panic!("a revoked session's internal token was believed: {allowed:?}"),
+    }
+
+    // The subject is signed out everywhere, a minute later: its portcullis
+    // tokens (`sub` = user.id, the IdP subject in `idp_sub`) fall too.
+    setup.clock.advance(Duration::from_secs(60));
+    let mut admin = setup.admin("admin").await;
+    revoke(&mut admin, Target::Sub(sub.clone())).await.unwrap();
+    let (exchanged, internal) = &signed[1];
+    assert!(
+        revoked(setup.check(&of_subject).await.unwrap_err()),
+        "upstream"
+    );
+    assert!(
+        revoked(setup.check(exchanged).await.unwrap_err()),
+        "exchanged"
+    );
+    assert_eq!(
+        setup.answer(from_videos(internal)).await.status(),
+        401,
+        "internal"
+    );
+    // A sign-in after the revocation's second is a new session: its token is
+    // exchanged, and the exchanged one accepted.
+    let later = setup.clock.unix_secs();
+    let fresh = token(later, json!({"sub": sub, "iat": later}));
+    assert_eq!(setup.check(&fresh).await, Ok(()));
+    let metrics = setup.metrics().await;
+    assert!(
+        metrics.contains(r#"portcullis_revoked_total{kind="sid"} 2"#)
+            && metrics.contains(r#"portcullis_revoked_total{kind="sub"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_revocation_never_shortens_an_earlier_one_in_memory_or_in_redis() {
+    let direct = "state:\n  redis: redis://127.0.0.1:6379\n";
+    let a = start(Some(pki()), true, direct).await;
+    eventually("A loads", Duration::from_secs(10), async || {
+        readyz(a.http).await.0 == 200
+    })
+    .await;
+    let now = a.clock.unix_secs();
+    let sub = random("user_");
+    let token = token(now, json!({"sub": sub, "iat": now - 5}));
+    let mut admin = a.admin("admin").await;
+    let revoke_for = async |admin: &mut AdminClient<Channel>, ttl_seconds: u32| {
+        admin
+            .revoke(RevokeRequest {
+                target: Some(Target::Sub(sub.clone())),
+                ttl_seconds,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revocation
+            .unwrap()
+    };
+    let first = revoke_for(&mut admin, 3600).await;
+    a.clock.advance(Duration::from_secs(5));
+    // Later, for a minute: it moves the second on, and keeps the hour.
+    let second = revoke_for(&mut admin, 60).await;
+    assert_eq!(second.revoked_at_unix_ms, first.revoked_at_unix_ms + 5_000);
+    assert_eq!(
+        second.expires_at_unix_ms, first.expires_at_unix_ms,
+        "the answer: what is in force"
+    );
+    let key = format!("portcullis:revocation:sub:{sub}");
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(stored["revoked_at_ms"], second.revoked_at_unix_ms);
+    assert_eq!(
+        stored["expires_at_ms"], first.expires_at_unix_ms,
+        "{stored}"
+    );
+    let expires_at: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        expires_at as u64, first.expires_at_unix_ms,
+        "the key lives the hour"
+    );
+
+    // A replica that loads the set later gets the merged entry too.
+    let b = start(None, true, direct).await;
+    eventually("B loads", Duration::from_secs(10), async || {
+        readyz(b.http).await.0 == 200
+    })
+    .await;
+    b.clock.advance(Duration::from_secs(600));
+    a.clock.advance(Duration::from_secs(600));
+    assert!(
+        revoked(a.check(&token).await.unwrap_err()),
+        "A, after the minute"
+    );
+    assert!(
+        revoked(b.check(&token).await.unwrap_err()),
+        "B, after the minute"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn until_its_revocations_load_a_replica_answers_tokens_503_and_says_why() {
+    let mut proxy = support::proxy::Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    proxy.stop();
+    let tokens = "tokens:\n  key_dir: tokens\n";
+    let dir = prepare();
+    support::pki::portcullis_ok(&["token", "jwks", "--dir", dir.path().to_str().unwrap()]);
+    let text = config_text(
+        None,
+        true,
+        ADMIN,
+        &format!("{tokens}state:\n  redis: redis://{}\n", proxy.addr),
+    );
+    let setup = launch(dir, None, &text).await;
+    let now = setup.clock.unix_secs();
+    let user = token(now, json!({"sub": random("user_"), "iat": now - 5}));
+
+    // Why: the connection error itself, not only "not loaded".
+    eventually("readiness says why", Duration::from_secs(5), async || {
+        let (status, body) = readyz(setup.http).await;
+        status == 503
+            && body["revocations"]["subscription"] != "subscribed"
+            && body["revocations"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not loaded from Redis:") && e.contains("refused"))
+    })
+    .await;
+    // A token cannot be told revoked or not: 503 everywhere it is read.
+    let bearer = format!("Bearer {user}");
+    let grpc = setup
+        .answer(support::check::request(
+            "GET",
+            "/x",
+            &[("authorization", &bearer)],
+        ))
+        .await;
+    let Answer::Deny { status, body, .. } = &grpc else {
+        panic!("a token was allowed before the revocations loaded: {grpc:?}");
+    };
+    assert_eq!(*status, 503);
+    assert!(body.contains("revocations are not loaded yet"), "{body}");
+    let (status, body) = setup.check_http(&user).await;
+    assert_eq!(status, 503, "HTTP mode: {body}");
+    let (status, body) = setup.exchange(&user).await;
+    assert_eq!(status, 503, "token exchange: {body}");
+    // Anonymous requests are decided as always.
+    let public = setup
+        .answer(support::check::request("GET", "/public", &[]))
+        .await;
+    assert_eq!(public.status(), 200, "{public:?}");
+    let anonymous = setup
+        .answer(support::check::request("GET", "/x", &[]))
+        .await;
+    assert_eq!(anonymous.status(), 401, "{anonymous:?}");
+
+    proxy.restart().await;
+    eventually(
+        "the revocations load",
+        Duration::from_secs(10),
+        async || readyz(setup.http).await.0 == 200,
+    )
+    .await;
+    assert_eq!(
+        readyz(setup.http).await.1["revocations"]["subscription"],
+        "subscribed"
+    );
+    assert_eq!(setup.check(&user).await, Ok(()));
+    assert_eq!(setup.exchange(&user).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_is_given_up_on_and_reported() {
+    // Accepts connections and never says a word (a blackholed Redis).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let setup = start(None, true, &format!("state:\n  redis: redis://{addr}\n")).await;
+    eventually("readiness says why", Duration::from_secs(10), async || {
+        let (status, body) = readyz(setup.http).await;
+        status == 503
+            && body["revocations"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("timed out"))
+    })
+    .await;
 }

@@ -861,8 +861,18 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
     }
     // Fixed rate, direct gRPC: the handler time BENCHMARKS.md bounds.
     for (name, addr, process, requests) in [
-        ("grpc @1000/s null-authz", authz.null_addr, &authz.null, &grpc_a),
-        ("grpc @1000/s portcullis (a)", authz.grpc, &authz.portcullis, &grpc_a),
+        (
+            "grpc @1000/s null-authz",
+            authz.null_addr,
+            &authz.null,
+            &grpc_a,
+        ),
+        (
+            "grpc @1000/s portcullis (a)",
+            authz.grpc,
+            &authz.portcullis,
+            &grpc_a,
+        ),
         (
             "grpc @1000/s portcullis (a) + local rate limit",
             authz.grpc,
@@ -1226,7 +1236,12 @@ async fn nginx_auth_request(
     for (name, check, process, metrics) in [
         (none, None, None, None),
         (floor, Some(null_http_addr), Some(&null_http), None),
-        (product, Some(authz.http), Some(&authz.portcullis), Some(authz.http)),
+        (
+            product,
+            Some(authz.http),
+            Some(&authz.portcullis),
+            Some(authz.http),
+        ),
     ] {
         let dir = opts.out.join(format!("nginx-{}", nginxes.len()));
         let (process_nginx, listener) = nginx::start(&dir, check, cpus(opts, "0").as_deref())?;

@@ -25,7 +25,9 @@ pub fn nginx_bin() -> anyhow::Result<PathBuf> {
         .chain([PathBuf::from("/usr/sbin")])
         .map(|dir| dir.join("nginx"))
         .find(|candidate| candidate.is_file())
-        .ok_or_else(|| anyhow::anyhow!("nginx not found (Debian: apt-get install nginx; or set NGINX_BIN)"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("nginx not found (Debian: apt-get install nginx; or set NGINX_BIN)")
+        })
 }
 
 /// `text` with `from` (which must occur exactly once) replaced by `to`.
@@ -47,7 +49,11 @@ pub fn start(
     std::fs::create_dir_all(dir)?;
     let listener = procs::free_port();
     let main = replace_once(NGINX_CONF, "worker_processes auto;", "worker_processes 1;")?;
-    let mut site = replace_once(PORTCULLIS_CONF, "listen 8080;", &format!("listen {listener};"))?;
+    let mut site = replace_once(
+        PORTCULLIS_CONF,
+        "listen 8080;",
+        &format!("listen {listener};"),
+    )?;
     site = replace_once(&site, "proxy_pass http://app;", "empty_gif;")?;
     site = match check {
         Some(check) => replace_once(&site, "server 127.0.0.1:8181;", &format!("server {check};"))?,

@@ -134,7 +134,7 @@ pub fn report(
         if opts.pin { "pinned (Envoy CPU 0; authorizer and wrk CPU 1; load generator CPU 0)" } else { "not pinned" },
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     ));
-    md.push_str("| measurement | req/s | p50 µs | p99 µs | CPU µs/req Envoy | CPU µs/req authorizer | handler p50 / p99 µs | unexpected |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| measurement | req/s | p50 µs | p99 µs | CPU µs/req Envoy (nginx) | CPU µs/req authorizer | handler p50 / p99 µs | unexpected |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for name in &names {
         let hp50 = m.get(name, |x| x.handler_p50_us);
         let hp99 = m.get(name, |x| x.handler_p99_us);
@@ -143,7 +143,15 @@ pub fn report(
             fmt(m.rps(name), 0),
             fmt(m.get(name, |x| Some(x.load.p50_us)), 0),
             fmt(m.get(name, |x| Some(x.load.p99_us)), 0),
-            fmt(m.cpu(name, "envoy"), 1),
+            // The proxy of the row: Envoy, or nginx in the auth_request rows.
+            fmt(
+                if name.starts_with("e2e nginx") {
+                    m.cpu(name, "nginx")
+                } else {
+                    m.cpu(name, "envoy")
+                },
+                1
+            ),
             fmt(m.cpu(name, "authz"), 1),
             if hp50.is_nan() {
                 "–".into()
@@ -279,14 +287,16 @@ pub fn report(
     // limit, counted in the process or in Redis.
     let local_cpu = m.cpu("grpc portcullis (a) + local rate limit", "authz");
     let global_cpu = m.cpu("grpc portcullis (a) + global rate limit (Redis)", "authz");
-    let global_p99 = m.get("grpc @1000/s portcullis (a) + global rate limit (Redis)", |x| {
-        x.handler_p99_us
-    });
+    let global_p99 = m.get(
+        "grpc @1000/s portcullis (a) + global rate limit (Redis)",
+        |x| x.handler_p99_us,
+    );
     let local_p99 = m.get("grpc @1000/s portcullis (a) + local rate limit", |x| {
         x.handler_p99_us
     });
     ratios.push((
-        "rate limit, local: CPU per Check added to (a) (direct gRPC); handler p99 at 1,000 req/s".into(),
+        "rate limit, local: CPU per Check added to (a) (direct gRPC); handler p99 at 1,000 req/s"
+            .into(),
         format!(
             "{} − {} µs = {} µs; {} µs",
             fmt(local_cpu, 1),

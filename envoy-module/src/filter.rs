@@ -159,24 +159,23 @@ impl InProxy {
         let headers = stream.request_headers();
         let request = match self.request(stream, &headers, end_of_stream) {
             Ok(request) => request,
-            Err(why) => return self.undecided(stream, why, None),
+            Err(why) => return self.undecided(stream, why, &headers),
         };
         let answer = {
             // Inside the module's runtime, so a timer or a spawn in the pipeline
             // finds one; the check itself runs here, polled once.
             let _runtime = self.tokio.enter();
-            let mut check = std::pin::pin!(self.authorizer.check(&request));
+            let authorizer = Arc::clone(&self.authorizer);
+            let mut check = Box::pin(async move { authorizer.check(&request).await });
             match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(answer) => answer,
                 Poll::Pending => {
-                    // Finish it in the background: the key set or the user it
-                    // waited for is then cached for the next request.
-                    let authorizer = Arc::clone(&self.authorizer);
-                    let pending = request.clone();
-                    self.tokio.spawn(async move {
-                        authorizer.check(&pending).await;
-                    });
-                    return self.undecided(stream, Undecided::NeedsIo, Some(&request));
+                    // Not dropped: cancelling it half-way would leave its JWKS
+                    // refetch marked as done. It finishes on the module's runtime,
+                    // and what it waited for (keys, a user) is cached for the next
+                    // request; its answer is not used.
+                    self.tokio.spawn(check);
+                    return self.undecided(stream, Undecided::NeedsIo, &headers);
                 }
             }
         };
@@ -249,34 +248,32 @@ impl InProxy {
         Ok(builder.build())
     }
 
-    /// What happens to a request this module does not decide.
-    fn undecided(
-        &self,
-        stream: &Stream,
-        why: Undecided,
-        request: Option<&AuthzRequest>,
-    ) -> Verdict {
-        match self.fallback {
-            Fallback::ExtAuthz => Verdict::Fallback,
-            Fallback::None => {
-                let request_id = request
-                    .map(|r| RequestId::of(r, "x-request-id").value)
-                    .unwrap_or_default();
-                let message = format!(
-                    "not decided in-proxy ({}) and no fallback is configured",
-                    why.as_str()
-                );
-                if let Answer::Deny {
-                    kind,
-                    headers,
-                    body,
-                } = Answer::deny(DenyKind::Unavailable, &message, &request_id)
-                {
-                    stream.send_response(kind.status(), &headers, &body);
-                }
-                Verdict::Denied
-            }
+    /// What happens to a request this module does not decide: the fallback's,
+    /// or a 503 carrying the request's `x-request-id` (or a new one).
+    fn undecided(&self, stream: &Stream, why: Undecided, headers: &[(&[u8], &[u8])]) -> Verdict {
+        if self.fallback == Fallback::ExtAuthz {
+            return Verdict::Fallback;
         }
+        let request = match headers.iter().find(|(name, _)| *name == b"x-request-id") {
+            Some((_, id)) => AuthzRequest::builder()
+                .header("x-request-id", &text(id))
+                .build(),
+            None => AuthzRequest::default(),
+        };
+        let message = format!(
+            "not decided in-proxy ({}) and no fallback is configured",
+            why.as_str()
+        );
+        let request_id = RequestId::of(&request, "x-request-id");
+        if let Answer::Deny {
+            kind,
+            headers,
+            body,
+        } = Answer::deny(DenyKind::Unavailable, &message, &request_id.value)
+        {
+            stream.send_response(kind.status(), &headers, &body);
+        }
+        Verdict::Denied
     }
 }
 

@@ -3,7 +3,9 @@
 //! the admin API over mTLS. The client presents `DIR/chain.pem` + `DIR/key.pem`
 //! and verifies the server's chain against `DIR/bundle.pem`, then its SPIFFE ID
 //! (the URI SAN, not a DNS name: portcullis is addressed by IP as often as by
-//! name): `--server-id` when given, else any SVID of the bundle's trust domain.
+//! name): `--server-id` when given, else — with a warning on stderr — any SVID
+//! of the trust domain named by the bundle's first root. Every root of the
+//! bundle anchors the chain; only that one trust domain names the server.
 
 use anyhow::Context as _;
 use portcullis::admin_pb::admin_client::AdminClient;
@@ -161,6 +163,11 @@ fn client_config(connection: &Connection<'_>) -> anyhow::Result<rustls::ClientCo
                 .context(
                     "the bundle's root names no trust domain (spiffe://TD): pass --server-id",
                 )?;
+            eprintln!(
+                "warning: without --server-id, any SVID of {td} that verifies against {} is taken for the server; pass --server-id spiffe://{td}/... to name the one portcullis",
+                dir.join("bundle.pem").display(),
+                td = td.as_str()
+            );
             Expected::TrustDomain(td)
         }
     };

@@ -325,7 +325,9 @@ fn refusal(status: StatusCode, error: &str, message: &str, request_id: &str) -> 
     response
 }
 
-/// The request id a refusal echoes: the client's, when sane, else a new one.
+/// The request id a refusal echoes: the client's `x-request-id` (the default of
+/// `headers.request_id`; a refused check never reaches the pipeline that knows
+/// the configured name), when sane, else a new one.
 fn request_id(parts: &Parts) -> String {
     let mut builder = AuthzRequest::builder();
     if let Some(id) = parts.headers.get("x-request-id") {

@@ -51,7 +51,7 @@ pub async fn exchange(State(authorizer): State<Arc<Authorizer>>, headers: Header
         Authentication::Token(token) => authorizer
             .runtime()
             .revocations()
-            .check(token)
+            .check(token, Some(mint.issuer()))
             .map(|()| authentication),
         Authentication::Anonymous => Ok(authentication),
     });

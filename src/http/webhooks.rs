@@ -116,18 +116,15 @@ pub async fn clerk(
     }
     let subject = event.data.and_then(|d| d.id);
     let sessions = pipeline.revocation().sessions_from_webhooks;
+    let revocations = authorizer.runtime().revocations();
     let action = match (event.kind.as_str(), subject) {
         ("user.updated", Some(sub)) => Action::Directory(DirectoryEvent::Evict { sub }),
         ("user.deleted", Some(sub)) => Action::Directory(DirectoryEvent::Tombstone { sub }),
-        // The events that end a session (its `data.id` is the `sid`).
-        (kind @ ("session.revoked" | "session.ended" | "session.removed"), Some(sid))
-            if sessions =>
-        {
-            let made = Revocation::new(
+        (kind, Some(sid)) if sessions && ends_session(kind) => {
+            let made = revocations.revocation(
                 Kind::Sid,
                 &sid,
                 revocation::DEFAULT_TTL,
-                pipeline.clock().unix_millis(),
                 format!("webhook:{kind}"),
             );
             match made {
@@ -138,15 +135,7 @@ pub async fn clerk(
                 }
             }
         }
-        ("session.revoked" | "session.ended" | "session.removed", None) if sessions => {
-            count("malformed");
-            return answer(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                "the event has no data.id",
-            );
-        }
-        ("user.updated" | "user.deleted", None) => {
+        (kind, None) if acted_on(kind) || (sessions && ends_session(kind)) => {
             count("malformed");
             return answer(
                 StatusCode::BAD_REQUEST,
@@ -165,8 +154,7 @@ pub async fn clerk(
             tracing::info!(svix_id = %id, ?event, "Clerk webhook applied");
         }
         Action::Revoke(revocation) => {
-            let sid = revocation.value.clone();
-            let revocations = authorizer.runtime().revocations();
+            let sid = revocation.value().to_owned();
             let shared = pipeline.shared().map(|s| &**s);
             if let Err(e) = revocation::store::revoke(revocations, shared, revocation).await {
                 // In force here, unknown to the other replicas: Svix retries a
@@ -188,6 +176,19 @@ pub async fn clerk(
     }
     count("accepted");
     (StatusCode::OK, Json(serde_json::json!({"ok": true}))).into_response()
+}
+
+/// The user events that change the directory (their `data.id` is the `sub`).
+fn acted_on(kind: &str) -> bool {
+    matches!(kind, "user.updated" | "user.deleted")
+}
+
+/// The events that end a session (their `data.id` is the `sid`).
+fn ends_session(kind: &str) -> bool {
+    matches!(
+        kind,
+        "session.revoked" | "session.ended" | "session.removed"
+    )
 }
 
 /// What a verified Clerk event asks for.

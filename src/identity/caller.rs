@@ -11,12 +11,13 @@
 //!   internal token, or its `x-user-*` headers — has that user *on behalf of*
 //!   it: policy sees it only under `forward_user: true` (see
 //!   [`Principal::user_seen`]). With `headers.internal_token: true` only the
-//!   internal token counts; headers are then never believed.
+//!   internal token counts; headers are then never believed. An internal token
+//!   is a token like any other to revocation (docs/revocation.md).
 //!
 //! The authorizer calls [`EastWest::caller`] before authentication and one of
 //! [`Caller`]'s methods after; no I/O happens here.
 
-use super::context_token::{InternalTokenVerifier, INTERNAL_TOKEN_HEADER};
+use super::context_token::{user_of, InternalTokenVerifier, INTERNAL_TOKEN_HEADER};
 use super::mtls::{MtlsError, MtlsIdentity, MtlsSettings, XfccUse, XFCC_HEADER};
 use super::{SpiffeId, TokenError, VerifiedToken};
 use crate::headers::ContextField;
@@ -49,6 +50,20 @@ pub enum IdentityError {
     InternalToken(TokenError),
 }
 
+/// Refuses a verified token that a revocation in force names
+/// (docs/revocation.md). The runtime's revocation set is one; identity only
+/// asks it, so it does not depend on where revocations come from.
+pub trait RevocationCheck: Send + Sync {
+    /// `Err(TokenError::Revoked)` for a revoked token; `own_issuer`: the `iss`
+    /// of portcullis' own user-context tokens, whose `idp_sub` a `sub`
+    /// revocation matches as well as their `sub`.
+    fn check_revoked(
+        &self,
+        token: &VerifiedToken,
+        own_issuer: Option<&str>,
+    ) -> Result<(), TokenError>;
+}
+
 /// The east-west side of identity, built from the config.
 #[derive(Debug, Clone)]
 pub struct EastWest {
@@ -73,8 +88,13 @@ impl EastWest {
         }
     }
 
-    /// The mTLS side of `request`'s identity.
-    pub fn caller<'a>(&'a self, request: &'a AuthzRequest) -> Result<Caller<'a>, IdentityError> {
+    /// The mTLS side of `request`'s identity; an internal token it forwards
+    /// is checked against `revocations`.
+    pub fn caller<'a>(
+        &'a self,
+        request: &'a AuthzRequest,
+        revocations: &'a dyn RevocationCheck,
+    ) -> Result<Caller<'a>, IdentityError> {
         let mtls = self
             .mtls
             .resolve(&request.source(), request.header(XFCC_HEADER))?;
@@ -82,19 +102,27 @@ impl EastWest {
             east_west: self,
             request,
             mtls,
+            revocations,
         })
     }
 
     /// The user context a calling service passed on, if any.
-    fn forwarded_user(&self, request: &AuthzRequest) -> Result<Option<User>, IdentityError> {
+    fn forwarded_user(
+        &self,
+        request: &AuthzRequest,
+        revocations: &dyn RevocationCheck,
+    ) -> Result<Option<User>, IdentityError> {
         if let Some(verifier) = &self.internal {
-            return match request.header(INTERNAL_TOKEN_HEADER) {
-                None => Ok(None),
-                Some(token) => verifier
-                    .verify(token.trim(), super::token_cache::unix_now())
-                    .map(Some)
-                    .map_err(IdentityError::InternalToken),
+            let Some(token) = request.header(INTERNAL_TOKEN_HEADER) else {
+                return Ok(None);
             };
+            let token = verifier
+                .verify(token.trim(), super::token_cache::unix_now())
+                .and_then(|token| {
+                    revocations.check_revoked(&token, Some(&token.iss))?;
+                    user_of(token.claims().map())
+                });
+            return token.map(Some).map_err(IdentityError::InternalToken);
         }
         let mut fields = Map::new();
         let mut claims = Map::new();
@@ -127,11 +155,19 @@ impl EastWest {
 }
 
 /// One request's caller, between mTLS resolution and the token.
-#[derive(Debug)]
 pub struct Caller<'a> {
     east_west: &'a EastWest,
     request: &'a AuthzRequest,
     mtls: MtlsIdentity,
+    revocations: &'a dyn RevocationCheck,
+}
+
+impl std::fmt::Debug for Caller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("mtls", &self.mtls)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Caller<'_> {
@@ -190,7 +226,9 @@ impl Caller<'_> {
     ) -> Result<Principal, IdentityError> {
         let user = match user {
             Some(user) => Some(user),
-            None => self.east_west.forwarded_user(self.request)?,
+            None => self
+                .east_west
+                .forwarded_user(self.request, self.revocations)?,
         };
         let mut service = Service::from_spiffe_id(&id.to_string(), mtls);
         service.on_behalf_of = user.map(Box::new);
@@ -205,6 +243,14 @@ mod tests {
     use crate::identity::TrustDomain;
 
     const VIDEOS: &str = "spiffe://example.org/ns/default/sa/videos";
+
+    struct NoneRevoked;
+
+    impl RevocationCheck for NoneRevoked {
+        fn check_revoked(&self, _: &VerifiedToken, _: Option<&str>) -> Result<(), TokenError> {
+            Ok(())
+        }
+    }
 
     fn east_west() -> EastWest {
         EastWest::new(
@@ -248,7 +294,11 @@ mod tests {
         // An mTLS caller forwarding a user in headers: a service, the user on its
         // behalf — seen only under forward_user.
         let req = request(VIDEOS, &headers);
-        let p = ew.caller(&req).unwrap().without_token().unwrap();
+        let p = ew
+            .caller(&req, &NoneRevoked)
+            .unwrap()
+            .without_token()
+            .unwrap();
         let service = p.service().unwrap();
         assert_eq!((service.spiffe_id.as_str(), service.mtls), (VIDEOS, true));
         assert_eq!(p.user_seen(false), None);
@@ -258,14 +308,18 @@ mod tests {
 
         // The same headers from a plaintext, unauthenticated caller: nobody.
         let req = request("", &headers);
-        let p = ew.caller(&req).unwrap().without_token().unwrap();
+        let p = ew
+            .caller(&req, &NoneRevoked)
+            .unwrap()
+            .without_token()
+            .unwrap();
         assert_eq!(p, Principal::Anonymous);
         assert_eq!(p.user_seen(true), None);
 
         // A service token alone: a service, not mTLS-proven.
         let req = request("", &[]);
         let p = ew
-            .caller(&req)
+            .caller(&req, &NoneRevoked)
             .unwrap()
             .with_service_token(&service_token(VIDEOS))
             .unwrap();
@@ -274,7 +328,7 @@ mod tests {
         // Token and certificate agree: mTLS-proven.
         let req = request(VIDEOS, &[]);
         let p = ew
-            .caller(&req)
+            .caller(&req, &NoneRevoked)
             .unwrap()
             .with_service_token(&service_token(VIDEOS))
             .unwrap();
@@ -283,7 +337,7 @@ mod tests {
         // They disagree: 401 with the reason.
         let comments = "spiffe://example.org/ns/default/sa/comments";
         let got = ew
-            .caller(&req)
+            .caller(&req, &NoneRevoked)
             .unwrap()
             .with_service_token(&service_token(comments));
         assert_eq!(
@@ -295,7 +349,7 @@ mod tests {
         );
 
         // JWT-SVID shape: sub a SPIFFE ID of ours.
-        let caller = ew.caller(&req).unwrap();
+        let caller = ew.caller(&req, &NoneRevoked).unwrap();
         assert!(matches!(
             caller.with_service_token(&service_token("videos-service")),
             Err(IdentityError::ServiceSubject(_))
@@ -312,11 +366,18 @@ mod tests {
         let user = User::from_claims("clerk", "user_1", Map::new());
         let req = request("", &[]);
         assert_eq!(
-            ew.caller(&req).unwrap().with_user(user.clone()).unwrap(),
+            ew.caller(&req, &NoneRevoked)
+                .unwrap()
+                .with_user(user.clone())
+                .unwrap(),
             Principal::User(user.clone())
         );
         let req = request(VIDEOS, &headers);
-        let p = ew.caller(&req).unwrap().with_user(user.clone()).unwrap();
+        let p = ew
+            .caller(&req, &NoneRevoked)
+            .unwrap()
+            .with_user(user.clone())
+            .unwrap();
         assert_eq!(p.user_seen(true), Some(&user));
     }
 
@@ -326,11 +387,15 @@ mod tests {
         let mut ew = east_west();
         ew.internal = Some(InternalTokenVerifier::new(keys, "portcullis"));
         let req = request(VIDEOS, &[("x-user-id", "u1")]);
-        let p = ew.caller(&req).unwrap().without_token().unwrap();
+        let p = ew
+            .caller(&req, &NoneRevoked)
+            .unwrap()
+            .without_token()
+            .unwrap();
         assert_eq!(p.user_seen(true), None);
         let req = request(VIDEOS, &[(INTERNAL_TOKEN_HEADER, "not.a.token")]);
         assert!(matches!(
-            ew.caller(&req).unwrap().without_token(),
+            ew.caller(&req, &NoneRevoked).unwrap().without_token(),
             Err(IdentityError::InternalToken(_))
         ));
     }

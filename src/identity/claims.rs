@@ -6,9 +6,11 @@
 //! member twice, so that later parse cannot pick one of two values.
 
 use super::error::TokenError;
+use super::token_cache::TokenIds;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What one issuer requires of a token's claims.
@@ -52,6 +54,10 @@ pub struct RegisteredClaims<'a> {
     /// revocation by session).
     #[serde(default, borrow, deserialize_with = "present")]
     sid: Option<&'a RawValue>,
+    /// The IdP subject of a token portcullis signed (docs/east-west.md), which
+    /// a `sub` revocation names (docs/revocation.md).
+    #[serde(default, borrow, deserialize_with = "present")]
+    idp_sub: Option<&'a RawValue>,
 }
 
 /// A present claim, `null` included.
@@ -86,14 +92,17 @@ impl<'a> RegisteredClaims<'a> {
             .ok_or(TokenError::MissingClaim("sub"))
     }
 
-    /// `jti`, when it is a non-empty string.
-    pub fn jti(&self) -> Option<Cow<'a, str>> {
-        text(self.jti).filter(|jti| !jti.is_empty())
-    }
-
-    /// `sid`, when it is a non-empty string.
-    pub fn sid(&self) -> Option<Cow<'a, str>> {
-        text(self.sid).filter(|sid| !sid.is_empty())
+    /// What a revocation matches the token by: `jti`, `sid` and `idp_sub` as
+    /// text (a number printed: a token must not escape its revocation by
+    /// carrying a number where a string was expected), and `iat`.
+    pub fn ids(&self) -> TokenIds {
+        let id = |raw: Option<&RawValue>| identifier(raw).map(|id| Arc::from(id.as_ref()));
+        TokenIds {
+            jti: id(self.jti),
+            sid: id(self.sid),
+            idp_sub: id(self.idp_sub),
+            issued_at: self.iat(),
+        }
     }
 
     /// `iat` in whole seconds, when it is a valid NumericDate (validation
@@ -105,6 +114,19 @@ impl<'a> RegisteredClaims<'a> {
 
 fn text<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
     raw.and_then(|raw| serde_json::from_str::<Cow<'a, str>>(raw.get()).ok())
+}
+
+/// A claim naming something (`jti`, `sid`): a non-empty string, or a number as
+/// JSON prints it.
+fn identifier<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+    let raw = raw?;
+    match text(Some(raw)) {
+        Some(text) => Some(text),
+        None => serde_json::from_str::<serde_json::Number>(raw.get())
+            .ok()
+            .map(|n| n.to_string().into()),
+    }
+    .filter(|id| !id.is_empty())
 }
 
 impl ClaimRules {
@@ -366,6 +388,33 @@ mod tests {
             RegisteredClaims::parse(r#"{"sub":""}"#).unwrap().sub(),
             Err(TokenError::MissingClaim("sub"))
         );
+    }
+
+    #[test]
+    fn revocation_ids_read_strings_and_numbers() {
+        let ids = |payload: Value| RegisteredClaims::parse(&payload.to_string()).unwrap().ids();
+        let text = |id: Option<Arc<str>>| id.map(|id| id.to_string());
+        let cases = [
+            (
+                json!({"jti": "j-1", "sid": "sess_1"}),
+                Some("j-1"),
+                Some("sess_1"),
+            ),
+            // Numbers name a token as well as strings do: never "absent".
+            (json!({"jti": 42, "sid": 7}), Some("42"), Some("7")),
+            (json!({"jti": 1.5, "sid": -3}), Some("1.5"), Some("-3")),
+            (json!({"jti": "", "sid": null}), None, None),
+            (json!({"jti": ["j"], "sid": {"id": 1}}), None, None),
+            (json!({}), None, None),
+        ];
+        for (payload, jti, sid) in cases {
+            let got = ids(payload.clone());
+            assert_eq!(text(got.jti).as_deref(), jti, "{payload}");
+            assert_eq!(text(got.sid).as_deref(), sid, "{payload}");
+        }
+        let got = ids(json!({"idp_sub": "user_2x", "iat": NOW}));
+        assert_eq!(text(got.idp_sub).as_deref(), Some("user_2x"));
+        assert_eq!(got.issued_at, Some(NOW));
     }
 
     #[test]

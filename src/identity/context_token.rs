@@ -4,21 +4,24 @@
 //! /v1/token/exchange`), and the way back from those claims to a [`User`].
 //!
 //! Claims: `iss` (`tokens.issuer`), `sub` = `user.id`, `idp` and `idp_sub` (the
-//! issuer name and subject of the token the context was built from), `iat`,
-//! `exp`, `jti`, and every other user field under its own name (`role`,
-//! `channel_id`, …). The internal token also carries `aud` =
-//! [`INTERNAL_AUDIENCE`], so an exchanged token is never taken for one.
+//! issuer name and subject of the token the context was built from), `sid`
+//! (that token's session, when it had one), `iat`, `exp`, `jti`, and every
+//! other user field under its own name (`role`, `channel_id`, …). The internal
+//! token also carries `aud` = [`INTERNAL_AUDIENCE`], so an exchanged token is
+//! never taken for one. `idp_sub` and `sid` let a revocation of the original
+//! subject or session reach these tokens too (docs/revocation.md).
 //!
 //! Verification of the internal token lives here too, so the format and its
 //! reader cannot drift apart. Pure apart from the clock passed in.
 
 use super::algorithm::Algorithm;
-use super::claims::ClaimRules;
+use super::claims::{ClaimRules, RegisteredClaims};
 use super::jws::CompactJws;
 use super::keys::KeySet;
-use super::TokenError;
+use super::{TokenError, VerifiedToken};
 use crate::principal::User;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The request header the internal token travels in. Under the default
@@ -53,6 +56,9 @@ pub fn claims_of(user: &User) -> Map<String, Value> {
     claims.insert("sub".into(), Value::String(id));
     claims.insert("idp".into(), Value::String(user.issuer.to_string()));
     claims.insert("idp_sub".into(), Value::String(user.subject.to_string()));
+    if let Some(sid @ (Value::String(_) | Value::Number(_))) = user.claims.get("sid") {
+        claims.insert("sid".into(), sid.clone());
+    }
     claims
 }
 
@@ -72,6 +78,10 @@ pub fn user_of(claims: &Map<String, Value>) -> Result<User, TokenError> {
         .collect();
     let mut token = fields.clone();
     token.insert("sub".into(), Value::String(subject.clone()));
+    // The session travels on, so a token minted from this one carries it too.
+    if let Some(sid) = claims.get("sid") {
+        token.insert("sid".into(), sid.clone());
+    }
     fields.insert("id".into(), Value::String(sub));
     Ok(User {
         issuer: text("idp").unwrap_or_else(|| "portcullis".into()).into(),
@@ -84,13 +94,13 @@ pub fn user_of(claims: &Map<String, Value>) -> Result<User, TokenError> {
 /// Verifies internal tokens against portcullis' own public keys.
 #[derive(Debug, Clone)]
 pub struct InternalTokenVerifier {
-    keys: std::sync::Arc<KeySet>,
+    keys: Arc<KeySet>,
     rules: ClaimRules,
 }
 
 impl InternalTokenVerifier {
     /// `keys`: the signer's public JWKS; `issuer`: `tokens.issuer`.
-    pub fn new(keys: std::sync::Arc<KeySet>, issuer: &str) -> Self {
+    pub fn new(keys: Arc<KeySet>, issuer: &str) -> Self {
         Self {
             keys,
             rules: ClaimRules {
@@ -102,16 +112,23 @@ impl InternalTokenVerifier {
         }
     }
 
-    /// The user an internal token carries, if it verifies at `now`.
-    pub fn verify(&self, token: &str, now: u64) -> Result<User, TokenError> {
+    /// An internal token that verifies at `now`, its payload kept: the user
+    /// it carries is [`user_of`] its claims.
+    pub fn verify(&self, token: &str, now: u64) -> Result<VerifiedToken, TokenError> {
         let jws = CompactJws::parse(token)?;
         jws.verify_signature(&self.keys, &[Algorithm::ES256])?;
         let payload = jws.unverified_payload_text()?;
-        self.rules
-            .validate(&super::claims::RegisteredClaims::parse(&payload)?, now)?;
-        let claims: Map<String, Value> = serde_json::from_str(&payload)
-            .map_err(|_| TokenError::Malformed("the payload is not a JSON object"))?;
-        user_of(&claims)
+        let claims = RegisteredClaims::parse(&payload)?;
+        let expires_at = self.rules.validate(&claims, now)?;
+        Ok(VerifiedToken {
+            issuer: Arc::clone(&self.rules.issuer),
+            iss: Arc::clone(&self.rules.issuer),
+            subject: claims.sub()?.as_ref().into(),
+            expires_at,
+            ids: claims.ids(),
+            payload: Some(Arc::from(payload.as_str())),
+            generation: 0,
+        })
     }
 }
 
@@ -137,13 +154,15 @@ mod tests {
         let claims = claims_of(&user);
         assert_eq!(
             Value::Object(claims.clone()),
-            json!({"sub": "42", "idp": "clerk", "idp_sub": "user_2x", "role": "USER", "channel_id": "ch_1"})
+            json!({"sub": "42", "idp": "clerk", "idp_sub": "user_2x", "sid": "s", "role": "USER", "channel_id": "ch_1"})
         );
         let back = user_of(&claims).unwrap();
         assert_eq!(back.fields, user.fields);
         assert_eq!(&*back.subject, "user_2x");
         assert_eq!(&*back.issuer, "clerk");
         assert_eq!(back.claims.get("sub"), Some(&json!("user_2x")));
+        // A token minted again from this context keeps the session.
+        assert_eq!(claims_of(&back).get("sid"), Some(&json!("s")));
         assert_eq!(user_of(&Map::new()), Err(TokenError::MissingClaim("sub")));
     }
 }

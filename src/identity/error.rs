@@ -51,11 +51,20 @@ pub enum TokenError {
     /// The issuer's keys could not be loaded: a dependency is down (503, not 401).
     #[error("the keys of issuer '{0}' are unavailable")]
     KeysUnavailable(String),
+    /// With `state.redis`, the revocations have not been loaded from Redis
+    /// since start: a token cannot be told revoked or not (503, never an
+    /// allow; docs/revocation.md).
+    #[error("revocations are not loaded yet; try again shortly")]
+    RevocationsNotLoaded,
 }
 
 impl TokenError {
-    /// True when the failure is ours (keys unavailable), not the token's.
+    /// True when the failure is ours (keys or revocations unavailable), not
+    /// the token's.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, TokenError::KeysUnavailable(_))
+        matches!(
+            self,
+            TokenError::KeysUnavailable(_) | TokenError::RevocationsNotLoaded
+        )
     }
 }

@@ -7,7 +7,7 @@ use super::error::TokenError;
 use super::jwks::JwksCache;
 use super::jws::CompactJws;
 use super::keys::KeySet;
-use super::token_cache::{TokenIds, VerifiedToken};
+use super::token_cache::VerifiedToken;
 use crate::request::AuthzRequest;
 use std::sync::Arc;
 
@@ -119,11 +119,7 @@ impl Issuer {
             iss: Arc::clone(&self.rules.issuer),
             subject,
             expires_at,
-            ids: TokenIds {
-                jti: claims.jti().map(|jti| jti.as_ref().into()),
-                sid: claims.sid().map(|sid| sid.as_ref().into()),
-                issued_at: claims.iat(),
-            },
+            ids: claims.ids(),
             payload: keep_claims.then(|| payload.into()),
             generation: 0,
         })

@@ -2,7 +2,7 @@
 //! Keyed by 128 bits of the token's SHA-256 (the token itself is never stored),
 //! bounded in bytes (`token_cache.max_bytes`), and no entry is handed out after
 //! the token's `exp`. An entry holds the subject, `exp`, shared issuer names,
-//! what a revocation matches it by (`jti`, `sid`, `iat`) and — only when
+//! what a revocation matches it by (`jti`, `sid`, `idp_sub`, `iat`) and — only when
 //! something reads claims — the payload JSON, parsed on use.
 
 use crate::clock::Clock;
@@ -37,8 +37,12 @@ pub struct VerifiedToken {
 pub struct TokenIds {
     /// `jti`.
     pub jti: Option<Arc<str>>,
-    /// Clerk's session id `sid`.
+    /// Clerk's session id `sid`, which portcullis' own tokens carry on.
     pub sid: Option<Arc<str>>,
+    /// `idp_sub`: in a token portcullis signed, the subject of the IdP token
+    /// it was made from (docs/east-west.md). A `sub` revocation matches it only
+    /// in tokens of portcullis' own issuer.
+    pub idp_sub: Option<Arc<str>>,
     /// `iat`, whole seconds since the epoch.
     pub issued_at: Option<u64>,
 }
@@ -46,7 +50,7 @@ pub struct TokenIds {
 impl TokenIds {
     fn heap_bytes(&self) -> usize {
         let text = |s: &Option<Arc<str>>| s.as_ref().map_or(0, |s| s.len() + 16);
-        text(&self.jti) + text(&self.sid)
+        text(&self.jti) + text(&self.sid) + text(&self.idp_sub)
     }
 }
 

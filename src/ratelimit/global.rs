@@ -83,6 +83,7 @@ pub struct GlobalStatus {
 /// The buckets of one Redis (`state.redis`), kept by the runtime while the URL
 /// stays the same.
 pub struct GlobalBuckets {
+    /// May hold the password (`state.password_env`): compared, never logged.
     url: String,
     client: redis::Client,
     script: redis::Script,
@@ -167,7 +168,7 @@ impl GlobalBuckets {
         if link.generation != generation || link.connection.is_none() {
             return;
         }
-        tracing::warn!(redis = %self.url, %error,
+        tracing::warn!(%error,
             "rate limits: Redis unreachable; global limits count locally in each replica until it answers");
         link.connection = None;
         link.error = Some(error);
@@ -190,14 +191,16 @@ impl GlobalBuckets {
                     link.error = None;
                     link.reconnecting = false;
                     if was_down {
-                        tracing::info!(redis = %self.url, "rate limits: Redis answers again; global limits count in Redis");
+                        tracing::info!(
+                            "rate limits: Redis answers again; global limits count in Redis"
+                        );
                     } else {
-                        tracing::info!(redis = %self.url, "rate limits: global limits count in Redis");
+                        tracing::info!("rate limits: global limits count in Redis");
                     }
                     return;
                 }
                 Err(error) => {
-                    tracing::debug!(redis = %self.url, %error, retry_in_ms = pause.as_millis() as u64,
+                    tracing::debug!(%error, retry_in_ms = pause.as_millis() as u64,
                         "rate limits: Redis still unreachable");
                     self.link().error = Some(error);
                 }
