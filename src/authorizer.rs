@@ -145,6 +145,11 @@ impl Pipeline {
         &self.directory
     }
 
+    /// `headers:`: what an allow sets and strips, and the request id's name.
+    pub fn headers(&self) -> &HeadersConfig {
+        &self.headers
+    }
+
     fn jwks_uri_list(&self) -> Vec<&str> {
         self.jwks_uris.iter().map(String::as_str).collect()
     }

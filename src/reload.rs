@@ -172,6 +172,7 @@ fn reload_config(
     if new.grpc_listen != current.grpc_listen
         || new.http_listen != current.http_listen
         || new.check_listen != current.check_listen
+        || new.trusted_proxies != current.trusted_proxies
         || new.http_limits != current.http_limits
         || new.drain_delay != current.drain_delay
         || new.shutdown_timeout != current.shutdown_timeout
@@ -180,7 +181,7 @@ fn reload_config(
         || new.tls != current.tls
     {
         tracing::warn!(
-            "server listeners, limits, shutdown timing, server.tls paths, token_cache or state.redis changed: restart portcullis to apply them"
+            "server listeners, trusted_proxies, limits, shutdown timing, server.tls paths, token_cache or state.redis changed: restart portcullis to apply them"
         );
     }
     let pipeline = match Pipeline::build(&new, authorizer.runtime()) {

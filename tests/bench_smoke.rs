@@ -1,8 +1,9 @@
 //! The side-by-side benchmark harness (`benches/sidebyside/`, `scripts/bench`) cannot
 //! rot: one `--smoke`-sized round starts every reference point (null-authz, portcullis,
-//! Envoy with no auth, with `jwt_authn` and with ext_authz to each authorizer), takes a
-//! very short measurement of each scenario, and fills the caches a little. No timing
-//! is asserted; only that every measurement got the answers it expected.
+//! Envoy with no auth, with `jwt_authn`, with ext_authz to each authorizer and with the
+//! portcullis module, built first), takes a very short measurement of each scenario,
+//! and fills the caches a little. No timing is asserted; only that every measurement
+//! got the answers it expected.
 //!
 //! Needs Envoy (`ENVOY_BIN`, else `.venv/bin/envoy`) and `wrk` and `taskset` (Debian
 //! `wrk`, `util-linux`); `scripts/test` installs them.
@@ -46,6 +47,30 @@ fn null_authz_bin() -> PathBuf {
     bin
 }
 
+/// Builds the Envoy module (`envoy-module/`) in this test's profile and returns
+/// the directory holding `libportcullis_envoy_module.so`, so the module's row
+/// runs in the smoke round too.
+fn envoy_module_dir() -> PathBuf {
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>")
+        .to_owned();
+    let mut build =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build.args(["build", "--quiet", "-p", "portcullis-envoy-module"]);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let built = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build for the module");
+    assert!(built.success(), "building portcullis-envoy-module failed");
+    dir
+}
+
 #[test]
 fn every_reference_point_answers_a_short_load() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -63,6 +88,7 @@ fn every_reference_point_answers_a_short_load() {
         null_authz,
         envoy: std::env::var_os("ENVOY_BIN")
             .map_or_else(|| root.join(".venv/bin/envoy"), PathBuf::from),
+        envoy_module: Some(envoy_module_dir()),
         out: out.path().to_owned(),
         only: None,
         keep: true,
@@ -106,9 +132,15 @@ fn every_reference_point_answers_a_short_load() {
             "nginx auth_request: {name} is measured"
         );
     }
+    assert!(
+        measured
+            .iter()
+            .any(|m| m["name"] == sidebyside::harness::MODULE_ROW),
+        "the Envoy module is measured"
+    );
     // Each pair's ratio is also taken within the round (one per round here).
     let per_round = report.json["per_round_ratios"].as_array().unwrap();
-    assert_eq!(per_round.len(), 4, "four per-round ratios");
+    assert_eq!(per_round.len(), 5, "five per-round ratios");
     for p in per_round {
         let ratios = p["rounds"].as_array().unwrap();
         // At most one per round, and a number. A smoke slice is a few hundred

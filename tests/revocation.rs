@@ -818,7 +818,7 @@ server:
 trust_domain: example.org
 issuers:
   - {{ name: app, kind: user, issuer: example-auth, secret_file: secret, algorithms: [HS256], leeway: 5s }}
-  - {{ name: exchanged, kind: user, issuer: portcullis, jwks_file: tokens/jwks.json, algorithms: [ES256] }}
+  - {{ name: exchanged, kind: user, issuer: portcullis, jwks_file: tokens/jwks.json, algorithms: [ES256], leeway: 30s }}
 users:
   source: claims
 headers:
@@ -1014,8 +1014,8 @@ async fn a_later_revocation_never_shortens_an_earlier_one_in_memory_or_in_redis(
         readyz(b.http).await.0 == 200
     })
     .await;
-    b.clock.advance(Duration::from_secs(600));
-    a.clock.advance(Duration::from_secs(600));
+    b.clock.advance(Duration::from_secs(120));
+    a.clock.advance(Duration::from_secs(120));
     assert!(
         revoked(a.check(&token).await.unwrap_err()),
         "A, after the minute"
@@ -1085,13 +1085,12 @@ async fn until_its_revocations_load_a_replica_answers_tokens_503_and_says_why() 
     eventually(
         "the revocations load",
         Duration::from_secs(10),
-        async || readyz(setup.http).await.0 == 200,
+        async || {
+            let (status, body) = readyz(setup.http).await;
+            status == 200 && body["revocations"]["subscription"] == "subscribed"
+        },
     )
     .await;
-    assert_eq!(
-        readyz(setup.http).await.1["revocations"]["subscription"],
-        "subscribed"
-    );
     assert_eq!(setup.check(&user).await, Ok(()));
     assert_eq!(setup.exchange(&user).await.0, 200);
 }

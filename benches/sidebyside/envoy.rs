@@ -2,9 +2,9 @@
 //! `mesh/envoy/front-proxy.yaml` (edge HCM: path normalization, slash merging,
 //! underscore headers refused), one route answered by Envoy itself
 //! (`direct_response`, so the upstream costs nothing), and one of:
-//! no auth, native `jwt_authn` (with or without its JWT cache), or ext_authz to
+//! no auth, native `jwt_authn` (with or without its JWT cache), ext_authz to
 //! a gRPC cluster (null-authz or portcullis), optionally sending only the headers
-//! portcullis reads (`allowed_headers`).
+//! portcullis reads (`allowed_headers`), or the portcullis dynamic module.
 
 use std::net::SocketAddr;
 
@@ -22,6 +22,14 @@ pub enum Auth {
     ExtAuthz {
         authz: Endpoint,
         allowed_headers: bool,
+    },
+    /// The portcullis dynamic module (docs/in-proxy.md) reading the
+    /// `portcullis.yaml` at `config`, with the ext_authz filter after it as its
+    /// fallback to `fallback`, as `mesh/envoy/front-proxy-module.yaml` has them.
+    /// Envoy finds the library through `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
+    Module {
+        config: std::path::PathBuf,
+        fallback: Endpoint,
     },
 }
 
@@ -110,43 +118,42 @@ pub fn bootstrap(listener: SocketAddr, admin: SocketAddr, auth: &Auth) -> String
             authz,
             allowed_headers,
         } => (
-            format!(
-                r#"
-                  - name: envoy.filters.http.ext_authz
-                    typed_config:
-                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-                      transport_api_version: V3
-                      grpc_service:
-                        envoy_grpc: {{ cluster_name: authz }}
-                        timeout: 1s
-                      failure_mode_allow: false
-                      status_on_error: {{ code: ServiceUnavailable }}{allowed}"#,
-                allowed = if *allowed_headers {
+            ext_authz_filter(
+                "",
+                &if *allowed_headers {
                     shipped_allowed_headers()
                 } else {
                     String::new()
-                }
+                },
             ),
+            authz_cluster(authz),
+        ),
+        Auth::Module { config, fallback } => (
             format!(
                 r#"
-  clusters:
-    - name: authz
-      type: STATIC
-      connect_timeout: 1s
-      typed_extension_protocol_options:
-        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-          explicit_http_config:
-            http2_protocol_options: {{}}
-      load_assignment:
-        cluster_name: authz
-        endpoints:
-          - lb_endpoints:
-              - endpoint:
-                  address:
-                    {address}"#,
-                address = authz.address(),
+                  - name: portcullis
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+                      dynamic_module_config: {{ name: portcullis_envoy_module, do_not_close: true }}
+                      filter_name: portcullis
+                      filter_config:
+                        "@type": type.googleapis.com/google.protobuf.StringValue
+                        value: |
+                          config: {config}
+                          fallback: ext_authz{ext_authz}"#,
+                config = config.display(),
+                // Runs only when the module has not decided.
+                ext_authz = ext_authz_filter(
+                    r#"
+                      filter_enabled_metadata:
+                        filter: portcullis
+                        path: [{ key: decided }]
+                        value: { string_match: { exact: "true" } }
+                        invert: true"#,
+                    &shipped_allowed_headers(),
+                ),
             ),
+            authz_cluster(fallback),
         ),
     };
     format!(
@@ -197,5 +204,46 @@ admin:
         lport = listener.port(),
         aip = admin.ip(),
         aport = admin.port(),
+    )
+}
+
+/// The ext_authz filter asking the `authz` cluster, with `extra` settings and
+/// `allowed_headers` (a block, or empty for every header).
+fn ext_authz_filter(extra: &str, allowed_headers: &str) -> String {
+    format!(
+        r#"
+                  - name: envoy.filters.http.ext_authz
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+                      transport_api_version: V3{extra}
+                      grpc_service:
+                        envoy_grpc: {{ cluster_name: authz }}
+                        timeout: 1s
+                      failure_mode_allow: false
+                      status_on_error: {{ code: ServiceUnavailable }}{allowed_headers}"#
+    )
+}
+
+/// The gRPC cluster `authz` with its one endpoint.
+fn authz_cluster(authz: &Endpoint) -> String {
+    format!(
+        r#"
+  clusters:
+    - name: authz
+      type: STATIC
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config:
+            http2_protocol_options: {{}}
+      load_assignment:
+        cluster_name: authz
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    {address}"#,
+        address = authz.address(),
     )
 }

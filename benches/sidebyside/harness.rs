@@ -49,6 +49,10 @@ pub struct Options {
     pub portcullis: PathBuf,
     pub null_authz: PathBuf,
     pub envoy: PathBuf,
+    /// The directory holding `libportcullis_envoy_module.so` (docs/in-proxy.md),
+    /// built in release by `scripts/bench`; without it the module's rows are
+    /// skipped.
+    pub envoy_module: Option<PathBuf>,
     /// Where `results.json` and the logs go.
     pub out: PathBuf,
     /// Run only the measurements whose name contains this (`fill` names the RSS
@@ -649,7 +653,13 @@ fn start_envoy(opts: &Options, auth: &Auth, name: &str) -> anyhow::Result<(Proce
     let (listener, admin) = (procs::free_port(), procs::free_port());
     let file = opts.out.join(format!("envoy-{name}.yaml"));
     std::fs::write(&file, bootstrap(listener, admin, auth))?;
-    let mut envoy = Process::spawn(
+    let module = match (auth, &opts.envoy_module) {
+        (Auth::Module { .. }, Some(dir)) => {
+            vec![("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir.as_path())]
+        }
+        _ => Vec::new(),
+    };
+    let mut envoy = Process::spawn_with_env(
         "envoy",
         &opts.envoy,
         &[
@@ -661,6 +671,7 @@ fn start_envoy(opts: &Options, auth: &Auth, name: &str) -> anyhow::Result<(Proce
             "-l".into(),
             "error".into(),
         ],
+        &module,
         &opts.out.join(format!("envoy-{name}.log")),
         cpus(opts, "0").as_deref(),
     )?;
@@ -994,6 +1005,19 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
             Some(authz.http),
         ),
         (
+            MODULE_ROW,
+            Auth::Module {
+                config: fx.dir.path().join("portcullis.yaml"),
+                fallback: authz.grpc.into(),
+            },
+            // The fallback: its CPU is that of the requests the module left to it.
+            Some(&authz.portcullis),
+            cached,
+            None,
+            true,
+            None,
+        ),
+        (
             "e2e envoy+portcullis (a) over a Unix socket",
             Auth::ExtAuthz {
                 authz: Endpoint::Pipe(authz.uds.clone()),
@@ -1043,11 +1067,16 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         ),
     ];
     e2e.retain(|case| opts.wanted(case.0));
+    if opts.envoy_module.is_none() && e2e.iter().any(|case| case.0 == MODULE_ROW) {
+        eprintln!("NOTICE: {MODULE_ROW} skipped: no Envoy module given (scripts/bench builds it)");
+        e2e.retain(|case| case.0 != MODULE_ROW);
+    }
     let order: Vec<&str> = e2e.iter().map(|case| case.0).collect();
     let first_e2e = out.len();
-    // The pair with a target on its ratio, and null-authz answering with
-    // portcullis' context headers, run side by side in alternating slices
-    // (`interleave`), each behind its own Envoy.
+    // The pairs with a target on their ratio (portcullis against null-authz;
+    // the module against jwt_authn), null-authz answering with portcullis'
+    // context headers, and portcullis over a Unix socket, run side by side in
+    // alternating slices (`interleave`), each behind its own Envoy.
     let pair: Vec<Case> = e2e
         .extract_if(.., |case| {
             [
@@ -1055,6 +1084,8 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
                 "e2e envoy+null-authz, context headers",
                 "e2e envoy+portcullis (a)",
                 "e2e envoy+portcullis (a) over a Unix socket",
+                "e2e envoy jwt_authn (a), JWT cache",
+                MODULE_ROW,
             ]
             .contains(&case.0)
         })
@@ -1095,7 +1126,7 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
         })
         .collect();
     out.extend(interleave::run(&sides, slice_count(d), Duration::from_secs(1), || Ok(())).await?);
-    // Stop the three Envoys before the measurements that follow.
+    // Stop the pair's Envoys before the measurements that follow.
     drop(sides);
     drop(envoys);
     for (i, (name, auth, process, token, fresh, ok, metrics)) in e2e.into_iter().enumerate() {
@@ -1198,6 +1229,10 @@ async fn run_round(opts: &Options, fx: &Fixture) -> anyhow::Result<(Vec<Measured
     let rss = authz.portcullis.rss()? as f64;
     Ok((out, rss, verify_us))
 }
+
+/// The portcullis dynamic module inside Envoy (docs/in-proxy.md), scenario (a),
+/// with the portcullis server as its ext_authz fallback.
+pub const MODULE_ROW: &str = "e2e envoy+module (a)";
 
 /// nginx `auth_request` (the HTTP mode, docs/gateways.md): nginx without auth,
 /// asking the do-nothing HTTP endpoint (the floor of the mode), and asking

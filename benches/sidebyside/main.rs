@@ -1,4 +1,5 @@
-//! `cargo bench --bench sidebyside -- [--quick | --smoke] [--rounds N] [--no-pin] [--only NAME] [--keep]`
+//! `cargo bench --bench sidebyside -- [--quick | --smoke] [--rounds N] [--no-pin] [--only NAME] [--keep]
+//! [--envoy-module DIR]`
 //! (normally through `scripts/bench`): the side-by-side benchmark of BENCHMARKS.md.
 //! Writes `target/bench/results.json` and prints the Markdown table. See
 //! `BENCHMARKS.md` for what is measured and how to read it.
@@ -31,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         null_authz: root.join("target/release/examples/null_authz"),
         envoy: std::env::var_os("ENVOY_BIN")
             .map_or_else(|| root.join(".venv/bin/envoy"), PathBuf::from),
+        envoy_module: None,
         out: root.join("target/bench"),
         only: None,
         keep: false,
@@ -57,6 +59,8 @@ fn main() -> anyhow::Result<()> {
             "--no-pin" => opts.pin = false,
             "--only" => opts.only = args.next(),
             "--keep" => opts.keep = true,
+            // The directory holding libportcullis_envoy_module.so.
+            "--envoy-module" => opts.envoy_module = args.next().map(PathBuf::from),
             "--bench" => {} // added by `cargo bench`
             other => anyhow::bail!("unknown argument {other}"),
         }

@@ -22,6 +22,18 @@ impl Process {
         log: &Path,
         cpus: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log, cpus)
+    }
+
+    /// [`Process::spawn`] with `env` added to the program's environment.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        log: &Path,
+        cpus: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let mut command = match cpus {
             Some(cpus) => {
                 let mut c = Command::new("taskset");
@@ -33,6 +45,7 @@ impl Process {
         let out = std::fs::File::create(log)?;
         let child = command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

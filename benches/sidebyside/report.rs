@@ -102,6 +102,12 @@ fn per_round(rounds: &[Vec<Measured>], verify_us: &[f64]) -> Vec<PerRound> {
             "grpc null-authz + bare RS256 (b) fresh RS256",
             &cpu,
         ),
+        ratio(
+            "Envoy+module (a) / Envoy jwt_authn (a, JWT cache), throughput",
+            super::harness::MODULE_ROW,
+            "e2e envoy jwt_authn (a), JWT cache",
+            &rps,
+        ),
     ]
 }
 
@@ -283,6 +289,29 @@ pub fn report(
             "–".into(),
         ),
     ];
+    // The module (docs/in-proxy.md): the same check inside Envoy, against
+    // Envoy's own JWT filter doing less, and against the same check over gRPC.
+    {
+        let module = super::harness::MODULE_ROW;
+        let jwt = "e2e envoy jwt_authn (a), JWT cache";
+        let (rps, against) = (m.rps(module), m.rps(jwt));
+        ratios.push((
+            "in-proxy: throughput, Envoy+module (a) / Envoy jwt_authn (a, JWT cache); / Envoy+portcullis (a); Envoy CPU per request, module / jwt_authn".into(),
+            format!(
+                "{} / {} req/s = {}×{}; {}×; {} / {} µs = {}×",
+                fmt(rps, 0),
+                fmt(against, 0),
+                fmt(rps / against, 2),
+                round_median(4),
+                fmt(rps / e2e_a, 2),
+                fmt(m.cpu(module, "envoy"), 1),
+                fmt(m.cpu(jwt, "envoy"), 1),
+                fmt(m.cpu(module, "envoy") / m.cpu(jwt, "envoy"), 2)
+            ),
+            "≥ 0.9×".into(),
+            both(rps / against >= 0.9, rounds_ratio(4) >= 0.9).into(),
+        ));
+    }
     // The rate-limit rows (docs/rate-limits.md): the same check under a rule with a
     // limit, counted in the process or in Redis.
     let local_cpu = m.cpu("grpc portcullis (a) + local rate limit", "authz");

@@ -325,15 +325,16 @@ fn refusal(status: StatusCode, error: &str, message: &str, request_id: &str) -> 
     response
 }
 
-/// The request id a refusal echoes: the client's `x-request-id` (the default of
-/// `headers.request_id`; a refused check never reaches the pipeline that knows
-/// the configured name), when sane, else a new one.
-fn request_id(parts: &Parts) -> String {
+/// The request id a refusal echoes: the client's (under the configured
+/// `headers.request_id`) when sane, else a new one.
+fn request_id(parts: &Parts, authorizer: &Authorizer) -> String {
+    let pipeline = authorizer.pipeline();
+    let name = pipeline.headers().request_id.as_str();
     let mut builder = AuthzRequest::builder();
-    if let Some(id) = parts.headers.get("x-request-id") {
-        builder.push_header_bytes(b"x-request-id", id.as_bytes());
+    if let Some(id) = parts.headers.get(name) {
+        builder.push_header_bytes(name.as_bytes(), id.as_bytes());
     }
-    RequestId::of(&builder.build(), "x-request-id").value
+    RequestId::of(&builder.build(), name).value
 }
 
 async fn check(State(checks): State<Checks>, request: Request) -> Response {
@@ -343,7 +344,7 @@ async fn check(State(checks): State<Checks>, request: Request) -> Response {
             StatusCode::NOT_FOUND,
             "not_found",
             "no such check endpoint: use /check/nginx, /check/forward or /check/envoy/... (docs/gateways.md)",
-            &request_id(&parts),
+            &request_id(&parts, &checks.authorizer),
         );
     };
     // Only Envoy sends a body (`with_request_body`, on webhook routes).
@@ -354,7 +355,7 @@ async fn check(State(checks): State<Checks>, request: Request) -> Response {
                 Ok(body) => body,
                 Err(_) => {
                     let error = DialectError::BodyTooLarge { limit };
-                    return bad_request(&error, &parts, dialect);
+                    return bad_request(&error, &parts, dialect, &checks.authorizer);
                 }
             }
         }
@@ -367,15 +368,24 @@ async fn check(State(checks): State<Checks>, request: Request) -> Response {
     let address = client_address(peer, &parts.headers, &checks.trusted_proxies);
     match authz_request(dialect, &parts, &address, body) {
         Ok(request) => response(checks.authorizer.check(&request).await, dialect),
-        Err(e) => bad_request(&e, &parts, dialect),
+        Err(e) => bad_request(&e, &parts, dialect, &checks.authorizer),
     }
 }
 
 /// A check its dialect cannot read: the deny body of a 400, as for a path
 /// portcullis refuses to interpret.
-fn bad_request(error: &DialectError, parts: &Parts, dialect: Dialect) -> Response {
+fn bad_request(
+    error: &DialectError,
+    parts: &Parts,
+    dialect: Dialect,
+    authorizer: &Authorizer,
+) -> Response {
     tracing::info!(path = %parts.uri.path(), %error, "check request refused");
-    let answer = Answer::deny(DenyKind::BadRequest, &error.to_string(), &request_id(parts));
+    let answer = Answer::deny(
+        DenyKind::BadRequest,
+        &error.to_string(),
+        &request_id(parts, authorizer),
+    );
     response(answer, dialect)
 }
 
