@@ -10,7 +10,9 @@
 //!
 //! A Clerk `session.revoked` delivered to A refuses that session's token on B
 //! within a second (measured and printed); a replica started after a
-//! revocation refuses it from its first check; an admin caller outside
+//! revocation refuses it from its first check; a replica that cannot reach
+//! Redis at start answers every token 503 through Envoy (which still sends it
+//! checks) until it has loaded the set; an admin caller outside
 //! `admin.principals` changes nothing. Revocation values are random: other
 //! tests share the Redis.
 
@@ -45,8 +47,16 @@ struct Cluster {
 }
 
 fn config(jwks: &JwksServer, webhook_secret: &std::path::Path) -> PortcullisConfig {
+    config_with_redis(jwks, webhook_secret, "127.0.0.1:6379")
+}
+
+fn config_with_redis(
+    jwks: &JwksServer,
+    webhook_secret: &std::path::Path,
+    redis: &str,
+) -> PortcullisConfig {
     PortcullisConfig::user_traffic(jwks.uri()).with_extra(&format!(
-        "webhooks:\n  clerk: {{ secret_file: {} }}\nstate:\n  redis: redis://127.0.0.1:6379\nrevocation:\n  sessions_from_webhooks: true\nadmin:\n  principals: [{ADMIN}]\n",
+        "webhooks:\n  clerk: {{ secret_file: {} }}\nstate:\n  redis: redis://{redis}\nrevocation:\n  sessions_from_webhooks: true\nadmin:\n  principals: [{ADMIN}]\n",
         webhook_secret.display()
     ))
 }
@@ -228,6 +238,68 @@ async fn a_replica_started_after_a_revocation_refuses_it_from_its_first_check() 
     let readyz = c.http(http::Method::GET, "/readyz").send().await.json();
     assert_eq!(readyz["revocations"]["loaded"], true, "{readyz}");
     assert!(readyz["revocations"]["count"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_has_not_loaded_the_revocations_lets_no_token_through() {
+    let cluster = Cluster::start().await;
+    let (claims, token) = cluster.token();
+    let revoked = cluster
+        .cli(
+            "admin",
+            &[
+                "--sid",
+                &claims.sid,
+                "--server-id",
+                "spiffe://example.org/ns/default/sa/portcullis",
+            ],
+        )
+        .await;
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    // C starts while its Redis is away: NOT_SERVING, yet Envoy (its only
+    // host, in panic mode) still sends it the checks.
+    let mut redis = support::proxy::Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    redis.stop();
+    let secret = cluster._secrets.path().join("clerk.secret");
+    let c = Portcullis::start_unready(&config_with_redis(
+        &cluster._jwks,
+        &secret,
+        &redis.addr.to_string(),
+    ))
+    .await;
+    let upstream = EchoUpstream::start().await;
+    let envoy = Envoy::start(c.grpc_addr(), upstream.addr()).await;
+    let (_, other) = cluster.token();
+    for token in [&token, &other] {
+        let response = envoy.get("/api/videos").bearer(token).send().await;
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert!(
+            response.text().contains("revocations are not loaded yet"),
+            "portcullis' answer: {}",
+            response.text()
+        );
+        assert!(response.upstream().is_none());
+    }
+    let readyz = c.http(http::Method::GET, "/readyz").send().await.json();
+    assert_eq!(readyz["revocations"]["loaded"], false, "{readyz}");
+
+    // Redis back: the revoked session stays refused, the other user passes.
+    redis.restart().await;
+    let started = Instant::now();
+    while status(&envoy, &other).await != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "C never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = envoy.get("/api/videos").bearer(&token).send().await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert!(refused.text().contains("token revoked"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

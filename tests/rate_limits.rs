@@ -306,12 +306,15 @@ impl Replica {
             .text()
     }
 
-    /// Waits until `/readyz` says global limits count as `counting` (10 s at most).
+    /// Waits until `/readyz` says global limits count as `counting` (10 s at
+    /// most), and the revocations are loaded (until then a token is a 503).
     async fn counting(&self, counting: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let ready = self.readyz().await;
-            if ready["rate_limits"]["counting"] == counting {
+            if ready["rate_limits"]["counting"] == counting
+                && ready["revocations"]["loaded"] == true
+            {
                 return ready;
             }
             assert!(

@@ -41,6 +41,19 @@ policy: policy.yaml
         .unwrap();
     let addrs = (server.grpc_addr(), server.http_addr());
     tokio::spawn(server.run(std::future::pending()));
+    // Ready: with `state.redis` a token is answered only once the revocations
+    // are loaded (503 before; docs/revocation.md).
+    let started = Instant::now();
+    while !reqwest::get(format!("http://{}/readyz", addrs.1))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} never ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     addrs
 }
 

@@ -3,10 +3,14 @@
 //! session; refused with 401 "token revoked" on the gRPC listener, the HTTP
 //! mode and at token exchange; made through the admin API (only by
 //! `admin.principals` over mTLS — anyone else changes nothing), the CLI and
-//! Clerk session webhooks; kept across a config reload. The last test shares
-//! revocations between two servers through the real Redis at 127.0.0.1:6379 and
-//! takes Redis away from one of them (a TCP proxy): not ready until loaded, a
-//! copy kept while away, what was announced meanwhile loaded on return.
+//! Clerk session webhooks; kept across a config reload; the tokens portcullis
+//! signs (exchanged, internal) fall with the session and subject they came
+//! from. The Redis tests use the real Redis at 127.0.0.1:6379: revocations
+//! shared between two servers, Redis taken from one of them (a TCP proxy): not
+//! ready and every token a 503 until loaded, with the reason; a copy kept while
+//! away, what was announced meanwhile loaded on return; a later revocation
+//! merged, never shortening an earlier one (in memory and in the key); a Redis
+//! that never answers given up on and reported.
 
 mod support;
 
@@ -656,10 +660,16 @@ async fn the_cli_revokes_lists_and_checks_the_server_identity() {
         stderr.contains("the server is spiffe://example.org/ns/default/sa/portcullis"),
         "{stderr}"
     );
+    assert!(!stderr.contains("warning"), "{stderr}");
     // A caller not in admin.principals.
     let stranger = cli(args(&setup, &certs.join("videos"), &["--sub", &sub])).await;
     assert_eq!(stranger.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&stranger.stderr).contains("PermissionDenied"));
+    let stderr = String::from_utf8_lossy(&stranger.stderr);
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+    assert!(
+        stderr.contains("warning: without --server-id, any SVID of example.org"),
+        "an unpinned server identity is said: {stderr}"
+    );
     // A bundle of another CA: the server does not verify.
     let other = TestPki::new("example.org");
     let foreign = other.issue("admin", &[]);

@@ -400,7 +400,7 @@ policy: policy.yaml
         &[
             (
                 "portcullis.yaml:2: server.grpc_listen: ",
-                "invalid socket address syntax: write IP:PORT, e.g. 127.0.0.1:9191",
+                "invalid socket address syntax: write IP:PORT or unix:PATH",
             ),
             (
                 "portcullis.yaml:5: users.cache.max_entries: ",

@@ -234,6 +234,32 @@ pub struct Portcullis {
 impl Portcullis {
     /// Starts portcullis with `config` and waits until `/readyz` answers 200.
     pub async fn start(config: &PortcullisConfig) -> Self {
+        let mut portcullis = Self::launch(config);
+        portcullis.wait_ready().await;
+        portcullis
+    }
+
+    /// Starts portcullis with `config` and waits until its HTTP listener
+    /// answers, ready or not (a replica whose Redis is away).
+    pub async fn start_unready(config: &PortcullisConfig) -> Self {
+        let mut portcullis = Self::launch(config);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while portcullis
+            .http(Method::GET, "/readyz")
+            .try_send()
+            .await
+            .is_err()
+        {
+            if let Some(status) = portcullis.child.try_wait().expect("poll the process") {
+                panic!("portcullis exited at start ({status}); its log follows");
+            }
+            assert!(Instant::now() < deadline, "portcullis never listened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        portcullis
+    }
+
+    fn launch(config: &PortcullisConfig) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let grpc_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -245,15 +271,13 @@ impl Portcullis {
 
         let log = dir.path().join("portcullis.log");
         let child = spawn(dir.path(), &log);
-        let mut portcullis = Self {
+        Self {
             child,
             grpc_addr,
             http_addr,
             log,
             _dir: dir,
-        };
-        portcullis.wait_ready().await;
-        portcullis
+        }
     }
 
     /// The ext_authz gRPC listener.
