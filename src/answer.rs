@@ -72,10 +72,7 @@ impl Answer {
     /// A deny of `kind` with a JSON body `{error, message, request_id}`. `message`
     /// must already be safe for the client (no token, key or backend detail).
     pub fn deny(kind: DenyKind, message: &str, request_id: &str) -> Answer {
-        let mut headers = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("cache-control".to_owned(), "no-store".to_owned()),
-        ];
+        let (mut headers, body) = refusal(kind.error_code(), message, request_id);
         match kind {
             // RFC 6750 §3: no error code when no credential was presented.
             DenyKind::MissingCredentials => headers.push((
@@ -91,15 +88,10 @@ impl Answer {
             )),
             _ => {}
         }
-        let body = serde_json::json!({
-            "error": kind.error_code(),
-            "message": message,
-            "request_id": request_id,
-        });
         Answer::Deny {
             kind,
             headers,
-            body: body.to_string(),
+            body,
         }
     }
 
@@ -193,15 +185,7 @@ impl Answer {
             // Most request headers (accept-*, sec-*, user-agent) start with a
             // letter no stripped prefix or owned name starts with.
             .filter(|name| owned.may_hold(name))
-            .filter(|name| {
-                config
-                    .strip_prefixes
-                    .iter()
-                    .any(|p| name.starts_with(p.as_str()))
-                    || config.user.iter().any(|(h, _)| h == *name)
-                    || config.service.iter().any(|(h, _)| h == *name)
-                    || *name == INTERNAL_TOKEN_HEADER
-            })
+            .filter(|name| owns(config, name))
             .filter(|name| !set.iter().any(|(h, _)| h == *name))
             .map(str::to_owned)
             .collect();
@@ -247,6 +231,26 @@ impl Answer {
     }
 }
 
+/// The headers and JSON body `{error, message, request_id}` of every refusal,
+/// whatever its status: a deny's, and the HTTP mode's 404 and 500 for a check
+/// that is not one (docs/gateways.md).
+pub(crate) fn refusal(
+    error: &str,
+    message: &str,
+    request_id: &str,
+) -> (Vec<(String, String)>, String) {
+    let headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("cache-control".to_owned(), "no-store".to_owned()),
+    ];
+    let body = serde_json::json!({
+        "error": error,
+        "message": message,
+        "request_id": request_id,
+    });
+    (headers, body.to_string())
+}
+
 /// The request id of one request: the client's (kept) or a generated one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId {
@@ -257,15 +261,22 @@ pub struct RequestId {
 impl RequestId {
     /// Keeps a sane client value; otherwise generates a random UUID-shaped id.
     pub fn of(request: &AuthzRequest, header: &str) -> RequestId {
-        match request.header(header) {
+        RequestId::from_value(request.header(header).map(str::as_bytes))
+    }
+
+    /// Keeps `value` when sane (1-128 printable ASCII characters, no `"` or
+    /// `\`); otherwise generates a random UUID-shaped id.
+    pub fn from_value(value: Option<&[u8]>) -> RequestId {
+        match value {
             Some(v)
                 if !v.is_empty()
                     && v.len() <= 128
-                    && v.bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
+                    && v.iter()
+                        .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\') =>
             {
                 RequestId {
-                    value: v.to_owned(),
+                    // Printable ASCII: always UTF-8.
+                    value: String::from_utf8_lossy(v).into_owned(),
                     generated: false,
                 }
             }
@@ -305,6 +316,19 @@ fn header_value(value: &Value) -> Option<String> {
         Value::Null | Value::Object(_) => return None,
     };
     without_controls(text)
+}
+
+/// Whether `name` is one only portcullis may set: under `strip_prefixes`, a
+/// configured context header, or the internal token. A client's copy is
+/// removed on every allow.
+pub(crate) fn owns(config: &HeadersConfig, name: &str) -> bool {
+    config
+        .strip_prefixes
+        .iter()
+        .any(|p| name.starts_with(p.as_str()))
+        || config.user.iter().any(|(h, _)| h == name)
+        || config.service.iter().any(|(h, _)| h == name)
+        || name == INTERNAL_TOKEN_HEADER
 }
 
 /// The first bytes of every header name an allow removes (stripped prefixes,

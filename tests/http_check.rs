@@ -2,7 +2,9 @@
 //! `/check/forward` and `/check/envoy/**` on a server bound on ephemeral ports.
 //! Every dialect gives the gRPC `Check`'s answer for the same request (status,
 //! context headers, deny headers and body); each believes only its own headers;
-//! a check without them is a 400, any other `/check` path a 404; the checks move
+//! a check without them is a 400, any other `/check` path a 404 (both counted);
+//! so is an underscored spelling of a context header and a `#` in the target;
+//! nginx's replay of a denied check never answers an allow; the checks move
 //! to `server.check_listen` when it is set; the client address follows
 //! `server.trusted_proxies`.
 
@@ -442,6 +444,41 @@ async fn a_check_without_its_dialects_headers_is_400_never_an_allow() {
             "envoy without a path",
             h.to_check(Method::GET, "/check/envoy"),
         ),
+        (
+            "nginx with a # in the URI",
+            h.to_check(Method::GET, "/check/nginx")
+                .header("x-original-method", "GET")
+                .header("x-original-uri", "/public/x#/../../api/admin"),
+        ),
+        (
+            "forward with a # in the URI",
+            h.to_check(Method::GET, "/check/forward")
+                .header("x-forwarded-method", "GET")
+                .header("x-forwarded-proto", "http")
+                .header("x-forwarded-host", "h")
+                .header("x-forwarded-uri", "/public/x#/../../api/admin"),
+        ),
+        (
+            "an underscored context header at nginx",
+            h.to_check(Method::GET, "/check/nginx")
+                .header("x-original-method", "GET")
+                .header("x-original-uri", "/public/x")
+                .header("x_user_role", "ADMIN"),
+        ),
+        (
+            "an underscored context header at forward",
+            h.to_check(Method::GET, "/check/forward")
+                .header("x-forwarded-method", "GET")
+                .header("x-forwarded-proto", "http")
+                .header("x-forwarded-host", "h")
+                .header("x-forwarded-uri", "/public/x")
+                .header("X_User_Id", "admin"),
+        ),
+        (
+            "an underscored context header at envoy",
+            h.to_check(Method::GET, "/check/envoy/public/x")
+                .header("x_portcullis_token", "t"),
+        ),
     ];
     for (case, request) in cases {
         let response = request.header("x-request-id", "rid-400").send().await;
@@ -462,6 +499,48 @@ async fn a_check_without_its_dialects_headers_is_400_never_an_allow() {
         for endpoint in ["/check/nginx", "/check/forward", "/check/envoy"] {
             assert!(message.contains(endpoint), "{path}: {message}");
         }
+    }
+    // Each counted as a deny before the pipeline: 11 refused, 5 unknown.
+    let metrics = RequestBuilder::new(h.http, Method::GET, "/metrics")
+        .send()
+        .await
+        .text();
+    let counted = metrics
+        .lines()
+        .find(|line| {
+            line.starts_with("portcullis_decisions_total{")
+                && line.contains(r#"stage="request""#)
+                && line.contains(r#"result="deny""#)
+        })
+        .unwrap_or_else(|| panic!("no stage=\"request\" count:\n{metrics}"));
+    assert!(counted.ends_with(" 16"), "{counted}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginxs_replay_of_a_denied_check_never_answers_an_allow() {
+    let h = Harness::start("").await;
+    let user = format!("Bearer {}", ClerkClaims::user("USER").sign(&h.key));
+    let replay = [
+        ("authorization", user.as_str()),
+        ("x-portcullis-replay", "1"),
+    ];
+    // An allow by now: 503 "retry", without the context it would have set.
+    let response = h.ask("nginx", "GET", "/api/videos", &replay).await;
+    let body = assert_json_refusal("allowed on replay", &response, 503);
+    assert_eq!(body["error"], "unavailable");
+    for name in ["x-user-id", "x-user-role", "x-portcullis-token"] {
+        assert_eq!(response.header(name), None, "{name}: {response}");
+    }
+    // Still a deny: the deny itself.
+    let response = h.ask("nginx", "GET", "/api/admin/users", &replay).await;
+    assert_eq!(response.status, 403, "{response}");
+    // Only nginx's dialect reads the mark; at the others it is a client's
+    // header under x-portcullis-, removed like any.
+    for dialect in ["forward", "envoy"] {
+        let response = h.ask(dialect, "GET", "/api/videos", &replay).await;
+        assert_eq!(response.status, 200, "{dialect}: {response}");
+        assert!(response.header("x-user-id").is_some(), "{dialect}");
     }
     h.shutdown().await;
 }
@@ -514,6 +593,13 @@ async fn the_client_address_is_forwarded_only_by_trusted_proxies() {
         429,
         "the rightmost counts"
     );
+    // With an X-Forwarded-For that names nobody, the client is the peer,
+    // whatever X-Real-IP says.
+    for (real_ip, want) in [("198.51.100.3", 200), ("198.51.100.4", 429)] {
+        let headers = [("x-forwarded-for", "unknown"), ("x-real-ip", real_ip)];
+        let response = h.ask("nginx", "GET", "/limited", &headers).await;
+        assert_eq!(response.status, want, "X-Real-IP {real_ip}: {response}");
+    }
     h.shutdown().await;
 
     let h = Harness::start("").await;

@@ -540,33 +540,11 @@ fn start_portcullis(
     fixture: &Fixture,
     name: &str,
 ) -> anyhow::Result<(Process, SocketAddr, SocketAddr)> {
-    let (grpc, http) = (procs::free_port(), procs::free_port());
-    let config = fixture.dir.path().join(format!("{name}.yaml"));
-    std::fs::write(&config, fixture.config(grpc, http, fixture.mtls))?;
-    let mut process = Process::spawn(
-        "portcullis",
-        &opts.portcullis,
-        &[
-            "serve".into(),
-            "--config".into(),
-            config.display().to_string(),
-        ],
-        &opts.out.join(format!("{name}.log")),
-        cpus(opts, "1").as_deref(),
-    )?;
+    let grpc = procs::free_port();
+    let (mut process, http) = spawn_portcullis(opts, fixture, name, grpc)?;
     procs::wait_listening(grpc, &mut process)?;
     wait_ready(&mut process, http)?;
     Ok((process, grpc, http))
-}
-
-fn wait_ready(process: &mut Process, http: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while procs::http_get(http, "/readyz").map(|r| r.0).unwrap_or(0) != 200 {
-        process.alive()?;
-        anyhow::ensure!(Instant::now() < deadline, "portcullis never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// portcullis with its gRPC listener on the Unix socket `name.sock` in the
@@ -577,13 +555,24 @@ fn start_portcullis_uds(
     name: &str,
 ) -> anyhow::Result<(Process, std::path::PathBuf, SocketAddr)> {
     let socket = fixture.dir.path().join(format!("{name}.sock"));
+    let listen = format!("unix:{}", socket.display());
+    let (mut process, http) = spawn_portcullis(opts, fixture, name, listen)?;
+    wait_ready(&mut process, http)?;
+    Ok((process, socket, http))
+}
+
+/// `portcullis serve` on the fixture's config with gRPC at `grpc` (`IP:PORT`
+/// or `unix:PATH`) and HTTP on a free port, on CPU 1.
+fn spawn_portcullis(
+    opts: &Options,
+    fixture: &Fixture,
+    name: &str,
+    grpc: impl std::fmt::Display,
+) -> anyhow::Result<(Process, SocketAddr)> {
     let http = procs::free_port();
     let config = fixture.dir.path().join(format!("{name}.yaml"));
-    std::fs::write(
-        &config,
-        fixture.config(format!("unix:{}", socket.display()), http, fixture.mtls),
-    )?;
-    let mut process = Process::spawn(
+    std::fs::write(&config, fixture.config(grpc, http, fixture.mtls))?;
+    let process = Process::spawn(
         "portcullis",
         &opts.portcullis,
         &[
@@ -594,8 +583,17 @@ fn start_portcullis_uds(
         &opts.out.join(format!("{name}.log")),
         cpus(opts, "1").as_deref(),
     )?;
-    wait_ready(&mut process, http)?;
-    Ok((process, socket, http))
+    Ok((process, http))
+}
+
+fn wait_ready(process: &mut Process, http: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while procs::http_get(http, "/readyz").map(|r| r.0).unwrap_or(0) != 200 {
+        process.alive()?;
+        anyhow::ensure!(Instant::now() < deadline, "portcullis never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// A null-authz process on a free port, with `args` after its address.

