@@ -18,7 +18,8 @@ pub struct DecisionLabels {
     /// before the policy answered.
     pub rule: String,
     pub principal: &'static str,
-    /// `policy`, or the stage that answered: `path`, `authentication`, `directory`.
+    /// `policy`, or the stage that answered: `request` (an HTTP-mode check its
+    /// dialect cannot read), `path`, `authentication`, `directory`.
     pub stage: &'static str,
 }
 
