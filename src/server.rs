@@ -383,8 +383,10 @@ impl GrpcListener {
 /// Subscribes to the other replicas' events through Redis: directory
 /// evictions, and revocations — the whole set loaded after each
 /// (re)subscription, so readiness waits for the first load and nothing
-/// announced while Redis was away is missed (docs/revocation.md).
-fn hear_other_replicas(
+/// announced while Redis was away is missed (docs/revocation.md). From the
+/// call on, checks with a token answer 503 until the first load. The server
+/// and the Envoy module (docs/in-proxy.md) both hear the others through here.
+pub fn hear_other_replicas(
     url: &str,
     authorizer: &Arc<Authorizer>,
 ) -> Result<JoinHandle<()>, crate::directory::DirectoryError> {

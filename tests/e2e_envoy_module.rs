@@ -8,7 +8,12 @@
 //!   never asked;
 //! - a request the module cannot decide without I/O (a token of a key it has not
 //!   fetched yet) goes to the ext_authz fallback, and is answered as before;
-//! - a config the module cannot load keeps Envoy from starting.
+//! - a config the module cannot load keeps Envoy from starting;
+//! - with `state.redis`, the module hears the other replicas as the server does
+//!   (the real Redis at 127.0.0.1:6379, random session ids): a Clerk
+//!   `session.revoked` or `user.deleted` delivered to the server is refused by the
+//!   module itself within a second; until the module has loaded the revocation
+//!   set, a request with a token is never let through (503 without a fallback).
 //!
 //! The test builds the module first (`cargo build -p portcullis-envoy-module`) and
 //! points Envoy at it with `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`.
@@ -352,4 +357,155 @@ async fn envoy_refuses_a_config_the_module_cannot_load() {
         log.contains("portcullis: ") && log.contains("portcullis.yaml"),
         "Envoy's log names the module's error: {log}"
     );
+}
+
+/// The user-traffic config with Clerk webhooks (secret [`support::svix::SECRET`]
+/// in `secrets`), session revocation from webhooks, and `state.redis` at `redis`.
+fn with_replicas(jwks: &JwksServer, secrets: &Path, redis: &str) -> PortcullisConfig {
+    let secret = secrets.join("clerk.secret");
+    std::fs::write(&secret, support::svix::SECRET).expect("write the webhook secret");
+    PortcullisConfig::user_traffic(jwks.uri()).with_extra(&format!(
+        "webhooks:\n  clerk: {{ secret_file: {} }}\nstate:\n  redis: redis://{redis}\nrevocation:\n  sessions_from_webhooks: true\n",
+        secret.display()
+    ))
+}
+
+/// Delivers a Svix-signed Clerk event to the server's webhook endpoint.
+async fn deliver(portcullis: &Portcullis, client: &reqwest::Client, event: serde_json::Value) {
+    let body = event.to_string();
+    let id = format!("msg_{:016x}", rand::random::<u64>());
+    let ts = support::svix::now();
+    let signature = support::svix::sign(support::svix::SECRET, &id, ts, body.as_bytes());
+    let status = client
+        .post(format!("http://{}/webhooks/clerk", portcullis.http_addr()))
+        .header("svix-id", id)
+        .header("svix-timestamp", ts.to_string())
+        .header("svix-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("deliver the webhook")
+        .status();
+    assert_eq!(
+        status,
+        200,
+        "the server took the webhook: {}",
+        portcullis.log()
+    );
+}
+
+/// Asks the module with `token` until it answers 401 `reason`, within a second of
+/// `since`, without the fallback being asked; returns how long it took.
+async fn refused_by_module_within_a_second(
+    module: &Envoy,
+    token: &str,
+    reason: &str,
+    since: std::time::Instant,
+) -> std::time::Duration {
+    loop {
+        let before = ext_authz_checks(module).await;
+        let response = module.get("/api/videos").bearer(token).send().await;
+        let asked = ext_authz_checks(module).await - before;
+        assert_eq!(asked, 0, "decided by the fallback: {response}");
+        if response.status == 401 {
+            assert!(response.text().contains(reason), "{response}");
+            assert!(response.upstream().is_none());
+            return since.elapsed();
+        }
+        assert_eq!(response.status, 200, "{response}");
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(1),
+            "the module still allows it after 1 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_module_hears_revocations_and_deletions_made_on_the_server_within_a_second() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let secrets = tempfile::tempdir().expect("a temporary directory");
+    let portcullis =
+        Portcullis::start(&with_replicas(&jwks, secrets.path(), "127.0.0.1:6379")).await;
+    let module = module_envoy(&portcullis, upstream.addr(), true).await;
+    let client = reqwest::Client::new();
+    // Decided in the module: its revocation set is loaded, it is subscribed.
+    let session = ClerkClaims::user("USER");
+    let session_token = session.sign(&key);
+    until_decided_in_module(&module, &session_token).await;
+
+    let started = std::time::Instant::now();
+    deliver(
+        &portcullis,
+        &client,
+        serde_json::json!({"type": "session.revoked", "object": "event",
+            "data": {"id": session.sid, "object": "session", "status": "revoked"}}),
+    )
+    .await;
+    let took =
+        refused_by_module_within_a_second(&module, &session_token, "token revoked", started).await;
+    println!(
+        "session revoked on the server, refused in the module after {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+
+    // A deleted user (`source: claims`: the tombstone is all that refuses it).
+    let mut deleted = ClerkClaims::user("USER");
+    deleted.sub = format!("user_{:016x}", rand::random::<u64>());
+    let deleted_token = deleted.sign(&key);
+    let allowed = module
+        .get("/api/videos")
+        .bearer(&deleted_token)
+        .send()
+        .await;
+    assert_eq!(allowed.status, 200, "{allowed}");
+    let started = std::time::Instant::now();
+    deliver(
+        &portcullis,
+        &client,
+        serde_json::json!({"type": "user.deleted", "object": "event",
+            "data": {"id": deleted.sub, "object": "user", "deleted": true}}),
+    )
+    .await;
+    let took = refused_by_module_within_a_second(&module, &deleted_token, "deleted", started).await;
+    println!(
+        "user deleted on the server, refused in the module after {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+}
+
+#[tokio::test]
+async fn until_the_module_has_loaded_the_revocations_no_token_gets_through() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let secrets = tempfile::tempdir().expect("a temporary directory");
+    // A Redis nobody listens on: the set is never loaded.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let portcullis =
+        Portcullis::start_unready(&with_replicas(&jwks, secrets.path(), &nowhere)).await;
+    let module = module_envoy(&portcullis, upstream.addr(), false).await;
+    let user = ClerkClaims::user("USER").sign(&key);
+    // The server is not ready either (the same Redis): the module must refuse
+    // these itself, never pass them on to the ext_authz filter after it.
+    for _ in 0..20 {
+        let before = ext_authz_checks(&module).await;
+        let refused = module.get("/api/videos").bearer(&user).send().await;
+        assert_eq!(refused.status, 503, "{refused}");
+        assert_eq!(refused.json()["error"], "unavailable", "{refused}");
+        assert!(refused.upstream().is_none());
+        assert_eq!(
+            ext_authz_checks(&module).await,
+            before,
+            "refused by the server, not the module"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Without a token there is nothing to look up: the policy decides.
+    let anonymous = module.get("/public").send().await;
+    assert_eq!(anonymous.status, 200, "{anonymous}");
 }

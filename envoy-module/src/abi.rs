@@ -127,6 +127,14 @@ extern "C" {
         value: ModuleBuffer,
     ) -> bool;
 
+    /// Appends `key: value`, leaving any value `key` already has.
+    pub fn envoy_dynamic_module_callback_http_add_header(
+        filter: FilterEnvoyPtr,
+        header_type: HeaderType,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+
     /// A local reply; the filter chain stops (the hook then returns StopIteration).
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: FilterEnvoyPtr,

@@ -72,6 +72,21 @@ impl Stream {
         );
     }
 
+    /// Adds request header `name: value`, for a name the request does not have:
+    /// cheaper than [`Stream::set_request_header`], which first looks for (and
+    /// removes) every value of `name`.
+    pub fn add_request_header(&self, name: &str, value: &str) {
+        // SAFETY: `self.envoy` is live; Envoy copies both buffers before returning.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.envoy,
+                abi::REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
     pub fn remove_request_header(&self, name: &str) {
         self.set(abi::REQUEST_HEADER, name, ModuleBuffer::NONE);
     }

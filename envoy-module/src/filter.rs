@@ -10,8 +10,8 @@ use portcullis::clock::Clock;
 use portcullis::config::Config;
 use portcullis::identity::token_cache::TokenCacheLimits;
 use portcullis::in_proxy::{
-    spawn_reload, Answer, Authorizer, DenyKind, LastReload, Pipeline, RequestId, Runtime, Watched,
-    POLL_INTERVAL,
+    hear_other_replicas, spawn_reload, Answer, Authorizer, DenyKind, LastReload, Pipeline,
+    RequestId, Runtime, Watched, POLL_INTERVAL,
 };
 use portcullis::metrics::Metrics;
 use portcullis::request::{AuthzRequest, RequestBuilder};
@@ -135,6 +135,12 @@ impl InProxy {
                 Arc::new(LastReload::default()),
                 POLL_INTERVAL,
             );
+            // Revocations and directory events of the other replicas, exactly as
+            // the server hears them: until the revocation set is loaded, a check
+            // with a token is answered 503 (here: left to the fallback).
+            if let Some(url) = &config.redis {
+                hear_other_replicas(url, &authorizer).map_err(|e| e.to_string())?;
+            }
             authorizer
         };
         envoy::log(
@@ -156,11 +162,7 @@ impl InProxy {
     /// Decides the request whose headers `stream` holds, on the calling (worker)
     /// thread, or leaves it to the fallback.
     pub fn on_request_headers(&self, stream: &Stream, end_of_stream: bool) -> Verdict {
-        static KNOB: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-        let knob = *KNOB.get_or_init(|| std::env::var("PX_KNOB").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
-        if knob == 1 { return Verdict::Allow { response: Vec::new() }; }
         let headers = stream.request_headers();
-        if knob == 2 { return Verdict::Allow { response: Vec::new() }; }
         let request = match self.request(stream, &headers, end_of_stream) {
             Ok(request) => request,
             Err(why) => return self.undecided(stream, why, &headers),
@@ -189,18 +191,29 @@ impl InProxy {
                 remove,
                 response,
             } => {
-                if knob == 3 { return Verdict::Allow { response }; }
                 for name in &remove {
                     stream.remove_request_header(name);
                 }
                 for (name, value) in &set {
-                    stream.set_request_header(name, value);
+                    // Context headers are usually new to the request (the client's
+                    // under the stripped prefixes were removed above).
+                    if headers.iter().any(|(sent, _)| *sent == name.as_bytes()) {
+                        stream.set_request_header(name, value);
+                    } else {
+                        stream.add_request_header(name, value);
+                    }
                 }
                 if self.fallback == Fallback::ExtAuthz {
                     stream.set_metadata(DECIDED_NAMESPACE, DECIDED_KEY, "true");
                 }
                 Verdict::Allow { response }
             }
+            // "Could not decide" (the revocation set not loaded yet, a directory
+            // that failed): the fallback may be able to.
+            Answer::Deny {
+                kind: DenyKind::Unavailable,
+                ..
+            } if self.fallback == Fallback::ExtAuthz => Verdict::Fallback,
             Answer::Deny {
                 kind,
                 headers,
@@ -286,5 +299,10 @@ impl InProxy {
 /// bad sequence replaced (as the ext_authz decoder does), so it never equals a
 /// configured name or value by accident.
 fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // `from_utf8` first: its check is several times faster than the lossy
+    // conversion's on the (ASCII) headers every request carries.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }

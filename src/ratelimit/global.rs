@@ -181,6 +181,7 @@ impl GlobalBuckets {
     /// Connects (and loads the script) until it works, with backoff.
     async fn reconnect(self: Arc<Self>) {
         let mut pause = FIRST_RETRY;
+        let mut first = true;
         loop {
             match self.open().await {
                 Ok(connection) => {
@@ -199,12 +200,19 @@ impl GlobalBuckets {
                     }
                     return;
                 }
+                Err(error) if first && self.link().generation == 0 => {
+                    // Unreachable from the start: said once, like an outage.
+                    tracing::warn!(%error,
+                        "rate limits: Redis unreachable; global limits count locally in each replica until it answers");
+                    self.link().error = Some(error);
+                }
                 Err(error) => {
                     tracing::debug!(%error, retry_in_ms = pause.as_millis() as u64,
                         "rate limits: Redis still unreachable");
                     self.link().error = Some(error);
                 }
             }
+            first = false;
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_RETRY);
         }
