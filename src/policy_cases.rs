@@ -263,6 +263,19 @@ pub fn render_trace(eval: &Evaluation) -> String {
                 d.principal,
                 d.reason
             );
+            if let Some(limit) = &d.rate_limit {
+                let _ = writeln!(
+                    out,
+                    "rate limit: {} per {}, burst {}, {} (counted by the server, not here)",
+                    limit.rate,
+                    limit.per.as_str(),
+                    limit.burst,
+                    match limit.scope {
+                        crate::policy::LimitScope::Local => "local",
+                        crate::policy::LimitScope::Global => "global",
+                    }
+                );
+            }
             for (rule, would) in &d.observed {
                 let _ = writeln!(out, "observed: rule {rule} would {}", would.as_str());
             }

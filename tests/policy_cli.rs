@@ -123,3 +123,30 @@ fn a_broken_test_file_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn explain_names_the_allowing_rules_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "rules:\n  - name: videos-read\n    to: { paths: [/api/videos/**], methods: [GET] }\n    from: { users: { roles: [USER] } }\n    rate_limit: { per: user, rate: 20/s, burst: 40, scope: global }\n",
+    )
+    .unwrap();
+    let request = r#"{"method": "GET", "path": "/api/videos/1",
+        "principal": {"user": {"sub": "u1", "claims": {"role": "USER"}}}}"#;
+    std::fs::write(dir.path().join("request.json"), request).unwrap();
+    let out = portcullis(&[
+        "policy",
+        "explain",
+        "--request",
+        dir.path().join("request.json").to_str().unwrap(),
+        "--policy",
+        dir.path().join("policy.yaml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("rate limit: 20/s per user, burst 40, global"),
+        "{stdout}"
+    );
+}
