@@ -214,6 +214,9 @@ impl Fixture {
             .collect();
         directory(&dir.path().join("users.db"), opts.fill).await?;
         std::fs::write(dir.path().join("policy.yaml"), policy())?;
+        if !redis_answers() {
+            eprintln!("NOTICE: no Redis at {REDIS}: the global rate-limit rows count in the local fallback");
+        }
         let mut fixture = Self {
             config_text: String::new(),
             dir,
