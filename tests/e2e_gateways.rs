@@ -47,7 +47,7 @@ impl Backends {
         let users = UsersService::start().await;
         let upstream = EchoUpstream::start().await;
         let config = PortcullisConfig::user_traffic(jwks.uri())
-            .with_policy(cases::POLICY)
+            .with_policy(&cases::policy())
             .with_users(&users.users_yaml())
             // The gateways connect from 127.0.0.1, exactly: their
             // X-Forwarded-For is believed, and rows sent from 127.0.0.2, ...

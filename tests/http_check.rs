@@ -21,26 +21,20 @@ use std::net::SocketAddr;
 use support::tokens::{jwk_set, ClerkClaims, SigningKey};
 use support::{RequestBuilder, Response};
 
-const POLICY: &str = "\
-default: deny
-rules:
-  - name: public
-    to: { paths: [/public, /public/**] }
-    from: anyone
-  - name: videos-read
-    to: { paths: [/api/videos, /api/videos/**], methods: [GET] }
-    from: { users: { roles: [USER, ADMIN] } }
-  - name: admin
-    to: { paths: [/api/admin, /api/admin/**] }
-    from: { users: { roles: [ADMIN] } }
-  - name: remote-only
+fn policy() -> String {
+    format!(
+        "{}{}",
+        support::portcullis::USER_TRAFFIC_POLICY,
+        "  - name: remote-only
     to: { paths: [/remote/**] }
     from: authenticated
   - name: limited
     to: { paths: [/limited] }
     from: anyone
     rate_limit: { per: ip, rate: 1/m, burst: 1, scope: local }
-";
+"
+    )
+}
 
 struct Harness {
     http: SocketAddr,
@@ -59,7 +53,7 @@ impl Harness {
         let key = SigningKey::generate("k1");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("jwks.json"), jwk_set(&[&key]).to_string()).unwrap();
-        std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), policy()).unwrap();
         // A remote issuer whose JWKS endpoint is down: its tokens get 503.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let dead_port = dead.local_addr().unwrap().port();

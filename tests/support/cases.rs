@@ -32,27 +32,21 @@ use super::LoopbackServer;
 /// The policy behind every gateway: `/public` for anyone, video reads for
 /// users, the admin API for admins, and a route limited per user and one per
 /// client address.
-pub const POLICY: &str = "\
-default: deny
-rules:
-  - name: per-ip
+pub fn policy() -> String {
+    format!(
+        "{}{}",
+        super::portcullis::USER_TRAFFIC_POLICY,
+        "  - name: per-ip
     to: { paths: [/api/per-ip] }
     from: anyone
     rate_limit: { per: ip, rate: 1/m, burst: 1, scope: local }
-  - name: public
-    to: { paths: [/public, /public/**] }
-    from: anyone
-  - name: videos-read
-    to: { paths: [/api/videos, /api/videos/**], methods: [GET] }
-    from: { users: { roles: [USER, ADMIN] } }
-  - name: admin
-    to: { paths: [/api/admin, /api/admin/**] }
-    from: { users: { roles: [ADMIN] } }
   - name: limited
     to: { paths: [/api/limited] }
     from: { users: { roles: [USER, ADMIN] } }
     rate_limit: { per: user, rate: 1/m, burst: 1, scope: local }
-";
+"
+    )
+}
 
 /// What the request carries to say who sends it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
