@@ -17,7 +17,7 @@ use crate::metrics::{DecisionLabels, Metrics};
 use crate::mint::TokenMint;
 use crate::policy::{decide, Context, NormalizedPath, Policy, RateLimit};
 use crate::principal::{Principal, User, Webhook};
-use crate::ratelimit::GlobalBuckets;
+use crate::ratelimit::{self, GlobalBuckets};
 use crate::replicas::SharedState;
 use crate::request::AuthzRequest;
 use crate::runtime::Runtime;
@@ -90,8 +90,10 @@ impl Pipeline {
         let global_limits = config
             .redis
             .as_deref()
-            .map(|url| runtime.rate_limits().global(url).map_err(DirectoryError))
-            .transpose()?;
+            .map(|url| runtime.rate_limits().global(url));
+        if global_limits.is_none() {
+            ratelimit::warn_global_without_redis(&config.policy);
+        }
         let issuers = config
             .issuers
             .iter()
@@ -458,16 +460,19 @@ impl Authorizer {
         request_id: &RequestId,
     ) {
         if let Some(limit) = outcome.rate_limit.take() {
+            let token = pipeline
+                .authenticator
+                .credential(request)
+                .map(|(_, token)| token);
+            let bucket =
+                ratelimit::bucket_id(&limit, request, principal, outcome.forward_user, token);
             self.runtime
                 .rate_limits()
                 .enforce(
                     &limit,
-                    &mut outcome.answer,
-                    request,
-                    principal,
-                    outcome.forward_user,
-                    &pipeline.authenticator,
+                    bucket,
                     pipeline.global_limits(),
+                    &mut outcome.answer,
                     &request_id.value,
                 )
                 .await;

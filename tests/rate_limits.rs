@@ -5,8 +5,11 @@
 //! own key; buckets outlive policy and config reloads; `scope: global` counts in
 //! a (private) Redis shared by two servers, gives the same answers as a local
 //! bucket at the same instants, falls back to local buckets while Redis is
-//! down (visible in `/readyz` and the metrics) and counts in Redis again once
-//! it is back. Time is moved, never slept through.
+//! down or frozen (visible in `/readyz` and the metrics) and counts in Redis
+//! again once it is back; a TAT in Redis that no request could have left (a
+//! slower rate, garbage) never locks a client out; an error Redis answers
+//! counts that check locally and keeps the connection. IPv6 clients are
+//! counted by their /64. Time is moved, never slept through.
 
 mod support;
 
@@ -586,4 +589,191 @@ async fn global_limits_hold_across_replicas_fall_back_and_recover() {
     clock.advance(Duration::from_secs(1));
     assert_eq!(a.statuses(&global, 6).await, [200; 6]);
     assert_eq!(b.statuses(&global, 5).await, [200, 200, 200, 200, 429]);
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() {
+    let clock = Clock::manual();
+    let mut replica = Replica::start(&clock, None).await;
+    let by_ip = |ip| Ask::to("/by-ip").at_ip(ip);
+    // Another address of the same /64 is the same client: no fresh bucket.
+    assert_eq!(replica.ask(&by_ip("2001:db8:1:2::1")).await.status, 200);
+    assert_eq!(
+        replica
+            .ask(&by_ip("2001:db8:1:2:dead:beef:0:7"))
+            .await
+            .status,
+        429
+    );
+    assert_eq!(
+        replica
+            .ask(&by_ip("2001:0DB8:0001:0002::ffff"))
+            .await
+            .status,
+        429,
+        "any spelling"
+    );
+    // The next /64 is someone else.
+    assert_eq!(replica.ask(&by_ip("2001:db8:1:3::1")).await.status, 200);
+    // An IPv4 client seen through a dual-stack socket is the IPv4 client.
+    assert_eq!(replica.ask(&by_ip("198.51.100.4")).await.status, 200);
+    assert_eq!(replica.ask(&by_ip("::ffff:198.51.100.4")).await.status, 429);
+}
+
+/// The Redis key of the `global` rule's one bucket.
+async fn global_key(redis: &RedisServer) -> String {
+    let mut connection = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("portcullis:ratelimit:global:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys.into_iter().next().unwrap()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tat_no_request_could_leave_never_locks_a_client_out() {
+    let redis = RedisServer::start().await;
+    let clock = Clock::manual();
+    let mut a = Replica::start(&clock, Some(&redis.url())).await;
+    a.counting("redis").await;
+    let global = Ask::to("/global");
+    assert_eq!(a.ask(&global).await.status, 200);
+    let key = global_key(&redis).await;
+    let mut connection = redis.connection().await;
+    let set = |value: &'static str| {
+        let mut connection = connection.clone();
+        let key = key.clone();
+        async move {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .query_async::<()>(&mut connection)
+                .await
+                .unwrap();
+        }
+    };
+    // 10/s, burst 10 (a window of 1 s): a TAT 9e12 s ahead (garbage, or a
+    // clock stepped back, or a slower rate before a reload) is read as one
+    // window ahead — refused for one interval, not for 285,000 years.
+    set("1e300").await;
+    let refused = a.ask(&global).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.header("ratelimit"), Some("\"global\";r=0;t=1"));
+    clock.advance(Duration::from_millis(100));
+    assert_eq!(a.ask(&global).await.status, 200, "refilled from the window");
+    // Not a number, not finite, negative: a fresh bucket.
+    for garbage in ["nan", "inf", "-5", "tomorrow"] {
+        set(garbage).await;
+        assert_eq!(
+            a.statuses(&global, 11).await[..],
+            [[200; 10].as_slice(), &[429]].concat(),
+            "{garbage}"
+        );
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_redis_answers_counts_that_check_locally_and_keeps_the_connection() {
+    let redis = RedisServer::start().await;
+    let clock = Clock::manual();
+    let mut a = Replica::start(&clock, Some(&redis.url())).await;
+    a.counting("redis").await;
+    let global = Ask::to("/global");
+    assert_eq!(a.ask(&global).await.status, 200);
+    let key = global_key(&redis).await;
+    // The bucket's key holds a list: the script's GET answers WRONGTYPE.
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let before = metric(&a.metrics().await, "portcullis_rate_limit_fallbacks_total");
+    // Counted locally: the local bucket of the rule is fresh (burst 10).
+    assert_eq!(a.statuses(&global, 11).await[10], 429, "never unlimited");
+    let after = metric(&a.metrics().await, "portcullis_rate_limit_fallbacks_total");
+    assert_eq!(after - before, 11.0);
+    // The connection stays: global limits still count in Redis.
+    let ready = a.readyz().await;
+    assert_eq!(ready["rate_limits"]["counting"], "redis", "{ready}");
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(a.ask(&global).await.status, 200);
+    assert_eq!(
+        metric(&a.metrics().await, "portcullis_rate_limit_fallbacks_total"),
+        after,
+        "counted in Redis again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_opens_the_breaker_and_a_probe_closes_it() {
+    let redis = RedisServer::start().await;
+    let clock = Clock::manual();
+    let mut a = Replica::start(&clock, Some(&redis.url())).await;
+    a.counting("redis").await;
+    let global = Ask::to("/global");
+    assert_eq!(a.ask(&global).await.status, 200);
+
+    // SIGSTOP: the connection is open, nothing answers. Checks still answer,
+    // from the local bucket; `/readyz` says so and stays ready.
+    redis.pause();
+    let first = a.ask(&global).await;
+    assert_eq!(first.status, 200, "never deny-all");
+    let ready = a.counting("local-fallback").await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert!(
+        ready["rate_limits"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer")),
+        "{ready}"
+    );
+    // While the breaker is open, checks are counted locally, the first one
+    // included: ten of the local burst, then refused.
+    assert_eq!(
+        a.statuses(&global, 12).await[..],
+        [[200; 9].as_slice(), &[429; 3]].concat()
+    );
+    assert_eq!(
+        a.readyz().await["rate_limits"]["counting"],
+        "local-fallback"
+    );
+
+    // SIGCONT: a probe answers in time, global limits count in Redis again.
+    redis.resume();
+    a.counting("redis").await;
+    clock.advance(Duration::from_secs(2));
+    let before = metric(&a.metrics().await, "portcullis_rate_limit_fallbacks_total");
+    assert_eq!(a.statuses(&global, 11).await[10], 429);
+    assert_eq!(
+        metric(&a.metrics().await, "portcullis_rate_limit_fallbacks_total"),
+        before,
+        "counted in Redis"
+    );
 }

@@ -86,12 +86,7 @@ impl Authenticator {
         request: &AuthzRequest,
         keep_claims: bool,
     ) -> Result<Authentication, TokenError> {
-        let Some((found_in, token)) = self
-            .issuers
-            .iter()
-            .flat_map(|issuer| issuer.credentials.iter())
-            .find_map(|credential| credential.extract(request).map(|t| (credential, t)))
-        else {
+        let Some((found_in, token)) = self.credential(request) else {
             return Ok(Authentication::Anonymous);
         };
         let key = TokenCache::key(token);
@@ -118,6 +113,17 @@ impl Authenticator {
         let verified = Arc::new(verified);
         self.cache.insert(key, token.len(), Arc::clone(&verified));
         Ok(Authentication::Token(verified))
+    }
+
+    /// The credential that decides (the first location, in issuer order then
+    /// credential order, that holds a token) and where it was found: what
+    /// [`Authenticator::authenticate`] verifies, and what `per: token` rate
+    /// limits count.
+    pub fn credential<'r>(&self, request: &'r AuthzRequest) -> Option<(&Credential, &'r str)> {
+        self.issuers
+            .iter()
+            .flat_map(|issuer| issuer.credentials.iter())
+            .find_map(|credential| credential.extract(request).map(|t| (credential, t)))
     }
 
     /// Whether the issuer named `name` looks for tokens in `location`: a cached

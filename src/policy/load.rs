@@ -544,6 +544,18 @@ fn compile_rate_limit(
             None
         }
     };
+    if let (Some(rate), Some(burst)) = (rate, burst) {
+        let window = super::window_micros(rate, burst);
+        if window > RateLimit::MAX_WINDOW_MICROS {
+            problems.push((
+                at("burst"),
+                format!(
+                    "a burst of {burst} at {rate} takes {} h to come back; at most 24 h is counted (lower the burst or raise the rate)",
+                    window.div_ceil(3_600_000_000)
+                ),
+            ));
+        }
+    }
     if problems.len() != before {
         return None;
     }

@@ -159,13 +159,34 @@ impl RatePeriod {
         }
     }
 
-    fn unit(self) -> &'static str {
+    /// The unit as written in `rate` (`s`) and as said in a message (`second`).
+    pub fn names(self) -> (&'static str, &'static str) {
         match self {
-            RatePeriod::Second => "s",
-            RatePeriod::Minute => "m",
-            RatePeriod::Hour => "h",
+            RatePeriod::Second => ("s", "second"),
+            RatePeriod::Minute => ("m", "minute"),
+            RatePeriod::Hour => ("h", "hour"),
         }
     }
+}
+
+impl RateLimit {
+    /// The longest a window (the time a whole burst takes to come back) may
+    /// be: the Redis script computes in doubles, exact only to 2^53 µs, and a
+    /// bucket that takes more than a day to refill is a quota, not a rate.
+    pub const MAX_WINDOW_MICROS: u64 = 24 * 3_600 * 1_000_000;
+
+    /// The time a whole burst takes to come back, `burst·period/count`, in
+    /// µs, rounded up (the `w` of `RateLimit-Policy` is this in seconds).
+    pub fn window_micros(&self) -> u64 {
+        window_micros(self.rate, self.burst)
+    }
+}
+
+/// `burst·period/count` µs, rounded up (saturating).
+pub(crate) fn window_micros(rate: Rate, burst: u32) -> u64 {
+    let exact =
+        (u128::from(burst) * u128::from(rate.period.micros())).div_ceil(u128::from(rate.count));
+    u64::try_from(exact).unwrap_or(u64::MAX)
 }
 
 impl Rate {
@@ -215,7 +236,7 @@ impl Rate {
 
 impl std::fmt::Display for Rate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.count, self.period.unit())
+        write!(f, "{}/{}", self.count, self.period.names().0)
     }
 }
 

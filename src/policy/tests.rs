@@ -680,6 +680,10 @@ rules:
     rate_limit: { per: user, rate: 5/s }
   - name: i
     rate_limit: { per: rule, rate: 2000000/s }
+  - name: j
+    rate_limit: { per: rule, rate: 1/h, burst: 25 }
+  - name: k
+    rate_limit: { per: rule, rate: 1/h, burst: 24 }
 ";
     let err = Policy::parse("policy.yaml", text, &LoadOptions::default()).unwrap_err();
     let errors = err.errors();
@@ -710,6 +714,10 @@ rules:
         (
             "policy.yaml:21: rules[8].rate_limit.rate",
             "more than one request per microsecond",
+        ),
+        (
+            "policy.yaml:23: rules[9].rate_limit.burst",
+            "takes 25 h to come back; at most 24 h",
         ),
     ];
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");

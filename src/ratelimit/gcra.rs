@@ -65,29 +65,52 @@ impl Gcra {
     }
 
     /// Decides a request at `now` (µs) against a bucket whose TAT is `tat`
-    /// (`None`: a fresh bucket). Returns the verdict and, when allowed, the TAT
-    /// to store.
-    pub fn check(&self, tat: Option<u64>, now: u64) -> (Verdict, Option<u64>) {
-        let tat = tat.map_or(now, |tat| tat.max(now));
+    /// (`None`: a fresh bucket). Returns the verdict and the TAT to store, if
+    /// any: the new one when allowed; when refused, none (a refused request
+    /// costs nothing) unless the stored one was beyond the window, which is
+    /// then stored clamped, so the bucket refills from there.
+    pub fn check(&self, stored: Option<u64>, now: u64) -> (Verdict, Option<u64>) {
+        let tat = self.clamp(stored, now);
         let allow_at = tat.saturating_sub(self.tolerance);
         if now < allow_at {
             let verdict = Verdict::Limited {
                 retry_after: allow_at - now,
                 reset: tat - now,
             };
-            return (verdict, None);
+            return (verdict, Some(tat).filter(|_| stored > Some(tat)));
         }
         let new_tat = tat.saturating_add(self.interval);
         (self.allowed(new_tat - now), Some(new_tat))
     }
 
+    /// A stored TAT as this limit reads it at `now`: never before `now` (an
+    /// idle bucket is full, not fuller) and never more than a window ahead —
+    /// what no request under this limit can have left behind, so a TAT written
+    /// under a slower rate (before a reload) or at a clock that since stepped
+    /// back is read as an empty bucket, not as a lock-out. The Redis script
+    /// does the same.
+    pub fn clamp(&self, tat: Option<u64>, now: u64) -> u64 {
+        tat.map_or(now, |tat| tat.clamp(now, now.saturating_add(self.window())))
+    }
+
     /// The verdict of an allow that left the bucket full again after `reset`
-    /// µs (what the Redis script answers).
+    /// µs (what the Redis script answers; clamped to the window, whatever
+    /// Redis said).
     pub fn allowed(&self, reset: u64) -> Verdict {
+        let reset = reset.min(self.window());
         let remaining = self.window().saturating_sub(reset) / self.interval;
         Verdict::Allowed {
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             reset,
+        }
+    }
+
+    /// The verdict of a refusal as Redis reported it, clamped: the wait is
+    /// never more than one interval, the reset never more than the window.
+    pub fn limited(&self, retry_after: u64, reset: u64) -> Verdict {
+        Verdict::Limited {
+            retry_after: retry_after.min(self.interval),
+            reset: reset.min(self.window()),
         }
     }
 }
@@ -243,6 +266,59 @@ mod tests {
         assert_eq!(Gcra::new(50 * MS, 40).window(), 2 * S);
         assert_eq!(Gcra::new(100 * MS, 10).window(), S);
         assert_eq!(Gcra::new(12 * S, 1).window(), 12 * S);
+    }
+
+    #[test]
+    fn a_tat_beyond_the_window_is_read_as_an_empty_bucket() {
+        // Written under 1/h (a TAT an hour ahead), read after a reload to 10/s
+        // burst 2: refused only until the new window allows, not for an hour.
+        let gcra = Gcra::new(100 * MS, 2);
+        let stale = Some(T0 + 3_600 * S);
+        assert_eq!(
+            gcra.check(stale, T0).0,
+            Verdict::Limited {
+                retry_after: 100 * MS,
+                reset: 200 * MS
+            }
+        );
+        let clamped = gcra.check(stale, T0).1;
+        assert_eq!(clamped, Some(T0 + 200 * MS), "stored clamped");
+        let (verdict, tat) = gcra.check(clamped, T0 + 100 * MS);
+        assert_eq!(
+            verdict,
+            Verdict::Allowed {
+                remaining: 0,
+                reset: 200 * MS
+            }
+        );
+        assert_eq!(tat, Some(T0 + 300 * MS));
+        // Garbage far ahead (a clock that stepped back by a day): the same.
+        assert_eq!(gcra.clamp(Some(u64::MAX), T0), T0 + 200 * MS);
+        assert_eq!(
+            gcra.clamp(Some(T0 - S), T0),
+            T0,
+            "a past TAT is a full bucket"
+        );
+        assert_eq!(gcra.clamp(None, T0), T0);
+    }
+
+    #[test]
+    fn what_redis_reports_is_clamped_to_the_window() {
+        let gcra = Gcra::new(100 * MS, 2);
+        assert_eq!(
+            gcra.limited(9_000_000_000_000 * S, 9_000_000_000_000 * S),
+            Verdict::Limited {
+                retry_after: 100 * MS,
+                reset: 200 * MS
+            }
+        );
+        assert_eq!(
+            gcra.allowed(u64::MAX),
+            Verdict::Allowed {
+                remaining: 0,
+                reset: 200 * MS
+            }
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod local;
 
 use crate::answer::{Answer, DenyKind};
 use crate::clock::Clock;
-use crate::identity::{Authenticator, TokenCache};
+use crate::identity::TokenCache;
 use crate::metrics::{Metrics, RateLimitLabels};
 use crate::policy::{LimitPer, LimitScope, RateLimit};
 use crate::principal::Principal;
@@ -23,7 +23,9 @@ use crate::request::AuthzRequest;
 use aws_lc_rs::digest;
 use gcra::{ceil_secs, Gcra, Verdict};
 pub use global::{GlobalBuckets, GlobalStatus};
-use local::{BucketId, LocalBuckets};
+pub use local::BucketId;
+use local::LocalBuckets;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// At most this many local buckets are held at once (about 50 bytes each).
@@ -49,15 +51,16 @@ impl RateLimits {
 
     /// The global buckets in the Redis of `url`: the ones held (their
     /// connection kept) while the URL is the same. Needs a tokio runtime.
-    pub fn global(&self, url: &str) -> Result<Arc<GlobalBuckets>, String> {
+    /// The buckets of a URL that is not one count locally, saying why on
+    /// `/readyz` (the revocation store refuses such a URL first).
+    pub fn global(&self, url: &str) -> Arc<GlobalBuckets> {
         let mut held = self.global.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(buckets) = held.as_ref().filter(|b| b.url() == url) {
-            return Ok(Arc::clone(buckets));
+            return Arc::clone(buckets);
         }
-        let buckets = GlobalBuckets::connect(url, Arc::clone(&self.metrics))
-            .map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let buckets = GlobalBuckets::connect(url, Arc::clone(&self.metrics));
         *held = Some(Arc::clone(&buckets));
-        Ok(buckets)
+        buckets
     }
 
     /// Counts one allowed request against `limit` in bucket `id`: in Redis
@@ -71,7 +74,7 @@ impl RateLimits {
         let gcra = Gcra::of(limit);
         let now = self.clock.unix_millis().saturating_mul(1_000);
         if let (LimitScope::Global, Some(global)) = (limit.scope, global) {
-            let key = global::redis_key(&limit.rule, limit.per.as_str(), id);
+            let key = global::redis_key(&limit.rule, limit.per, id);
             match global.check(&gcra, &key, now).await {
                 Ok(verdict) => return verdict,
                 // Logged by `global` when the outage starts; counted per check.
@@ -80,24 +83,19 @@ impl RateLimits {
                 }
             }
         }
-        self.local.check(&gcra, id, now)
+        self.local.check(&gcra, &limit.rule, id, now)
     }
 
-    /// Counts an allow by a rule with `limit`: the allow gets the `RateLimit`
-    /// headers for the client, or becomes a 429.
-    #[allow(clippy::too_many_arguments)]
+    /// Counts an allow by a rule with `limit` in bucket `id` ([`bucket_id`]):
+    /// the allow gets the `RateLimit` headers for the client, or becomes a 429.
     pub async fn enforce(
         &self,
         limit: &RateLimit,
-        answer: &mut Answer,
-        request: &AuthzRequest,
-        principal: &Principal,
-        forward_user: bool,
-        authenticator: &Authenticator,
+        id: BucketId,
         global: Option<&Arc<GlobalBuckets>>,
+        answer: &mut Answer,
         request_id: &str,
     ) {
-        let id = bucket_id(limit, request, principal, forward_user, authenticator);
         let verdict = self.count(limit, id, global).await;
         if let Verdict::Limited { .. } = verdict {
             self.metrics
@@ -117,16 +115,31 @@ impl RateLimits {
     }
 }
 
+/// Says (at config load and reload) which `scope: global` limits count in
+/// each process for want of `state.redis`.
+pub fn warn_global_without_redis(policy: &crate::policy::Policy) {
+    let rules: Vec<&str> = policy
+        .rules()
+        .iter()
+        .filter_map(|rule| rule.rate_limit.as_deref())
+        .filter(|limit| limit.scope == LimitScope::Global)
+        .map(|limit| &*limit.rule)
+        .collect();
+    if !rules.is_empty() {
+        tracing::warn!(rules = ?rules,
+            "rate limits: scope: global without state.redis; these limits count in each replica on its own");
+    }
+}
+
 /// The answer of `verdict`: an allow keeps its headers and gets `RateLimit`
 /// and `RateLimit-Policy` for the client; over the limit, a 429 with
 /// `Retry-After` too (draft-ietf-httpapi-ratelimit-headers-09/10 fields).
 pub fn answer_with(answer: &mut Answer, limit: &RateLimit, verdict: Verdict, request_id: &str) {
-    let gcra = Gcra::of(limit);
     let name = sf_string(&limit.rule);
     let policy = format!(
         "{name};q={};w={}",
-        gcra.burst(),
-        ceil_secs(gcra.window()).max(1)
+        limit.burst,
+        ceil_secs(limit.window_micros()).max(1)
     );
     match verdict {
         Verdict::Allowed { remaining, reset } => {
@@ -144,11 +157,7 @@ pub fn answer_with(answer: &mut Answer, limit: &RateLimit, verdict: Verdict, req
                     "rate limit of rule '{}' exceeded ({} per {}, burst {}); retry after {wait} s",
                     limit.rule,
                     limit.rate.count,
-                    match limit.rate.period {
-                        crate::policy::RatePeriod::Second => "second",
-                        crate::policy::RatePeriod::Minute => "minute",
-                        crate::policy::RatePeriod::Hour => "hour",
-                    },
+                    limit.rate.period.names().1,
                     limit.burst
                 ),
                 request_id,
@@ -183,13 +192,14 @@ fn sf_string(text: &str) -> String {
 /// (docs/rate-limits.md, "Keys"). When the principal has no such key (`per:
 /// user` and a service calls), its own identity is the key: a user's id, a
 /// service's SPIFFE ID, a webhook's name, or, for an anonymous caller, its IP
-/// address; `per: token` without a token likewise.
+/// address; `per: token` without a token likewise. `token`: the credential
+/// the authentication read ([`Authenticator::credential`](crate::identity::Authenticator::credential)).
 pub fn bucket_id(
     limit: &RateLimit,
     request: &AuthzRequest,
     principal: &Principal,
     forward_user: bool,
-    authenticator: &Authenticator,
+    token: Option<&str>,
 ) -> BucketId {
     let mut hash = digest::Context::new(&digest::SHA256);
     hash.update(limit.rule.as_bytes());
@@ -206,8 +216,8 @@ pub fn bucket_id(
         LimitPer::Service if principal.service().is_some() => {
             identity_key(principal, request, &mut key)
         }
-        LimitPer::Ip => key("ip", request.client_address().as_bytes()),
-        LimitPer::Token => match token_of(request, authenticator) {
+        LimitPer::Ip => key("ip", ip_key(request.client_address()).as_bytes()),
+        LimitPer::Token => match token {
             Some(token) => key("token", &TokenCache::key(token).to_le_bytes()),
             None => identity_key(principal, request, &mut key),
         },
@@ -238,18 +248,24 @@ fn identity_key(principal: &Principal, request: &AuthzRequest, key: &mut impl Fn
         Principal::User(_) => user_key(principal.user(), key),
         Principal::Service(service) => key("service", service.spiffe_id.as_bytes()),
         Principal::Webhook(webhook) => key("webhook", webhook.name.as_bytes()),
-        Principal::Anonymous => key("ip", request.client_address().as_bytes()),
+        Principal::Anonymous => key("ip", ip_key(request.client_address()).as_bytes()),
     }
 }
 
-/// The credential the authenticator reads (the first location holding one,
-/// as in [`Authenticator::authenticate`]).
-fn token_of<'r>(request: &'r AuthzRequest, authenticator: &Authenticator) -> Option<&'r str> {
-    authenticator
-        .issuers()
-        .iter()
-        .flat_map(|issuer| issuer.credentials.iter())
-        .find_map(|credential| credential.extract(request))
+/// What a `per: ip` bucket counts for `address`: an IPv4 address (also when
+/// written IPv4-mapped, `::ffff:192.0.2.1`, as the HTTP mode canonicalizes
+/// it), or the /64 of an IPv6 address — one subscriber's network, inside
+/// which a client picks any address it likes (docs/rate-limits.md, "Keys").
+/// Text that is not an address (or none) is its own key.
+pub fn ip_key(address: &str) -> String {
+    match address.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & !(u128::from(u64::MAX));
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+        Err(_) => address.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -329,6 +345,41 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["error"], "rate_limited");
         assert_eq!(body["request_id"], "rid");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        assert_eq!(ip_key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(ip_key("::ffff:192.0.2.7"), "192.0.2.7", "IPv4-mapped");
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            ip_key("2001:DB8:1:2:ffff:ffff:ffff:ffff"),
+            "2001:db8:1:2::/64",
+            "any address of the /64, any spelling"
+        );
+        assert_ne!(ip_key("2001:db8:1:3::1"), ip_key("2001:db8:1:2::1"));
+        assert_eq!(ip_key(""), "");
+    }
+
+    #[test]
+    fn the_window_is_burst_periods_over_count_exactly() {
+        // 3/s, burst 3: a whole burst back in exactly 1 s (not 3·333,334 µs → 2).
+        let mut answer = allow();
+        let three = limit("x", "3/s", 3);
+        answer_with(
+            &mut answer,
+            &three,
+            Verdict::Allowed {
+                remaining: 2,
+                reset: 333_334,
+            },
+            "r",
+        );
+        let Answer::Allow { response, .. } = answer else {
+            panic!()
+        };
+        assert_eq!(response[0].1, "\"x\";q=3;w=1");
+        assert_eq!(limit("x", "7/m", 2).window_micros(), 17_142_858);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A private `redis-server` on an ephemeral loopback port, for tests that take
 //! Redis away and bring it back (the shared one at 127.0.0.1:6379 is never
-//! stopped: other tests use it). No persistence; killed on drop.
+//! stopped: other tests use it), paused (SIGSTOP) for a Redis that answers
+//! nothing. No persistence; killed on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -37,9 +38,35 @@ impl RedisServer {
     /// Kills the server (its data is gone with it).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused server dies of SIGKILL all the same; CONT first lets
+            // it go cleanly when it was only stopped.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and new ones are
+    /// accepted by the kernel, but nothing is answered — a slow Redis, not a
+    /// gone one.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT); it answers what queued up.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} redis-server");
     }
 
     /// Starts it again on the same port and waits until it answers PING.
