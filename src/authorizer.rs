@@ -282,6 +282,9 @@ fn build_issuer(config: &IssuerConfig, runtime: &Runtime) -> Issuer {
 pub struct Authorizer {
     runtime: Arc<Runtime>,
     snapshot: ArcSwap<Snapshot>,
+    /// `scope: global` limits in Redis are left to the server (the in-proxy
+    /// module): see [`Authorizer::leaving_global_limits`].
+    leaves_global_limits: bool,
 }
 
 impl Authorizer {
@@ -293,7 +296,27 @@ impl Authorizer {
                 pipeline: Arc::new(pipeline),
                 policy,
             }),
+            leaves_global_limits: false,
         }
+    }
+
+    /// An authorizer that never counts a `scope: global` limit in Redis: an
+    /// allow by such a rule is answered 503 `unavailable` instead, before Redis
+    /// is asked, for the ext_authz server behind the in-proxy module to decide
+    /// and count once (docs/in-proxy.md). Without `state.redis` the limit counts
+    /// in the process as usual.
+    pub fn leaving_global_limits(mut self) -> Self {
+        self.leaves_global_limits = true;
+        self
+    }
+
+    /// The 503 `unavailable` answer to `request`, carrying its request id (the
+    /// configured header's, or a new one): for an adapter that cannot run the
+    /// check at all (docs/answers.md).
+    pub fn unavailable(&self, request: &AuthzRequest, why: &str) -> Answer {
+        let pipeline = self.pipeline();
+        let request_id = RequestId::of(request, &pipeline.headers.request_id);
+        Answer::deny(DenyKind::Unavailable, why, &request_id.value)
     }
 
     /// The config and policy in force, loaded once.
@@ -460,6 +483,17 @@ impl Authorizer {
         request_id: &RequestId,
     ) {
         if let Some(limit) = outcome.rate_limit.take() {
+            if self.leaves_global_limits
+                && limit.scope == crate::policy::LimitScope::Global
+                && pipeline.global_limits().is_some()
+            {
+                outcome.answer = Answer::deny(
+                    DenyKind::Unavailable,
+                    "a scope: global rate limit is counted by the server",
+                    &request_id.value,
+                );
+                return;
+            }
             let token = pipeline
                 .authenticator
                 .credential(request)

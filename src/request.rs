@@ -349,7 +349,10 @@ impl RequestBuilder {
 
     /// Adds a header from the wire, joining its value to an earlier header of the
     /// same name with `,` (Envoy's `header_map` lists repeated headers apart).
-    pub(crate) fn join_header_bytes(&mut self, name: &[u8], value: &[u8]) {
+    /// Every adapter that sees repeated headers apart (the ext_authz decoder, the
+    /// Envoy dynamic module) joins them here, so a policy, a credential or a
+    /// `when` reads the same value through each.
+    pub fn join_header_bytes(&mut self, name: &[u8], value: &[u8]) {
         let name = self.push_name(name);
         let value = self.push_lossy(value);
         let request = &self.request;

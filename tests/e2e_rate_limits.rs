@@ -9,7 +9,9 @@
 //!   plus what the rate refills while it runs through, not 20;
 //! - with Redis stopped, each replica counts locally: limits still apply (some
 //!   429s, some allows, never all of one), `/readyz` and the metrics say so;
-//! - with Redis back, both count in it again: a burst is held to the global limit.
+//! - with Redis back, both count in it again: a burst is held to the global limit;
+//! - with Redis frozen (SIGSTOP), checks still answer from the local buckets and
+//!   `/readyz` says so; thawed, both count in Redis again.
 //!
 //! Answers are asserted, never timings: the slack for refills during a burst
 //! is generous (the burst itself takes a few milliseconds).
@@ -257,4 +259,22 @@ async fn a_global_limit_holds_across_two_replicas_through_envoy() {
         (10..=10 + REFILL_SLACK).contains(&allowed),
         "{allowed} allowed, {refused} refused after Redis came back"
     );
+
+    // Redis freezes (SIGSTOP: connections open, nothing answered): every
+    // check still answers, from the local buckets, and `/readyz` says so.
+    redis.pause();
+    let (allowed, refused) = burst(&envoy, 40).await;
+    assert!(
+        allowed >= 1 && refused > 0,
+        "{allowed} allowed, {refused} refused while Redis was frozen"
+    );
+    for replica in &replicas {
+        let ready = counting(replica, "local-fallback").await;
+        assert_eq!(ready["ready"], true, "{ready}");
+    }
+    // Thawed (SIGCONT): a probe answers in time and both count in Redis again.
+    redis.resume();
+    for replica in &replicas {
+        counting(replica, "redis").await;
+    }
 }

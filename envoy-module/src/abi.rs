@@ -29,14 +29,17 @@ impl ModuleBuffer {
         }
     }
 
-    /// No bytes: `set_header` with it removes the header.
+    /// No bytes. Envoy treats any value of length 0 alike: `set_header` with it
+    /// removes the header, `add_header` does nothing (an empty header value
+    /// cannot be sent upstream from a module, docs/in-proxy.md).
     pub const NONE: Self = Self {
         ptr: std::ptr::null(),
         length: 0,
     };
 }
 
-/// A view of bytes owned by Envoy, valid until the hook that obtained it returns.
+/// A view of bytes owned by Envoy: header bytes are valid until the hook returns
+/// or a header of the same map is set, added or removed, whichever comes first.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct EnvoyBuffer {
@@ -53,13 +56,16 @@ impl EnvoyBuffer {
     /// The bytes; empty for a null pointer.
     ///
     /// # Safety
-    /// Envoy filled this buffer during the current hook, which has not returned.
+    /// Envoy filled this buffer during the current hook, and the returned slice
+    /// is not used after that hook returns or after anything that invalidates
+    /// the buffer (a header setter, for header bytes): the caller ties `'a` to
+    /// a borrow that ends before either.
     pub unsafe fn bytes<'a>(self) -> &'a [u8] {
         if self.ptr.is_null() {
             &[]
         } else {
-            // SAFETY: Envoy points at `length` readable bytes it owns until the
-            // hook returns (the caller's contract).
+            // SAFETY: Envoy points at `length` readable bytes it keeps valid for
+            // `'a` (the caller's contract).
             unsafe { std::slice::from_raw_parts(self.ptr, self.length) }
         }
     }
@@ -98,10 +104,23 @@ pub const ATTRIBUTE_SOURCE_ADDRESS: AttributeId = 24;
 /// `connection.tls_version`: set only on a TLS connection.
 pub const ATTRIBUTE_CONNECTION_TLS_VERSION: AttributeId = 31;
 
-/// `envoy_dynamic_module_type_log_level`.
+/// `envoy_dynamic_module_type_log_level` (spdlog's levels).
 pub type LogLevel = u32;
+pub const LOG_TRACE: LogLevel = 0;
+pub const LOG_DEBUG: LogLevel = 1;
 pub const LOG_INFO: LogLevel = 2;
+pub const LOG_WARN: LogLevel = 3;
 pub const LOG_ERROR: LogLevel = 4;
+
+/// `envoy_dynamic_module_type_metadata_source`: where metadata is read.
+pub type MetadataSource = u32;
+/// The stream's dynamic metadata (what filters set).
+pub const METADATA_DYNAMIC: MetadataSource = 0;
+
+/// `envoy_dynamic_module_type_http_callout_result`.
+pub type CalloutResult = u32;
+/// `envoy_dynamic_module_type_http_stream_reset_reason`.
+pub type StreamResetReason = u32;
 
 /// `envoy_dynamic_module_type_http_filter_envoy_ptr`: Envoy's filter object.
 pub type FilterEnvoyPtr = *mut c_void;
@@ -119,7 +138,8 @@ extern "C" {
         result: *mut EnvoyHttpHeader,
     ) -> bool;
 
-    /// Replaces every value of `key` with `value`; [`ModuleBuffer::NONE`] removes it.
+    /// Replaces every value of `key` with `value`; a `value` of length 0 removes
+    /// `key`. Invalidates every header buffer Envoy handed out before.
     pub fn envoy_dynamic_module_callback_http_set_header(
         filter: FilterEnvoyPtr,
         header_type: HeaderType,
@@ -127,7 +147,8 @@ extern "C" {
         value: ModuleBuffer,
     ) -> bool;
 
-    /// Appends `key: value`, leaving any value `key` already has.
+    /// Appends `key: value`, leaving any value `key` already has; a `value` of
+    /// length 0 adds nothing. Invalidates every header buffer handed out before.
     pub fn envoy_dynamic_module_callback_http_add_header(
         filter: FilterEnvoyPtr,
         header_type: HeaderType,
@@ -152,11 +173,25 @@ extern "C" {
         value: ModuleBuffer,
     );
 
+    /// A string value of the stream's metadata; `result` points into Envoy's
+    /// metadata, valid until the metadata is changed or the hook returns.
+    pub fn envoy_dynamic_module_callback_http_get_metadata_string(
+        filter: FilterEnvoyPtr,
+        source: MetadataSource,
+        namespace: ModuleBuffer,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+
     pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
         filter: FilterEnvoyPtr,
         attribute: AttributeId,
         result: *mut EnvoyBuffer,
     ) -> bool;
+
+    /// Whether Envoy's `dynamic_modules` logger writes `level` now (it can be
+    /// changed at run time through the admin `/logging` endpoint).
+    pub fn envoy_dynamic_module_callback_log_enabled(level: LogLevel) -> bool;
 
     pub fn envoy_dynamic_module_callback_log(level: LogLevel, message: ModuleBuffer);
 }

@@ -1,12 +1,21 @@
 //! Safe wrappers around the Envoy callbacks of [`crate::abi`]: one HTTP stream, as
-//! seen from inside one hook. Every `unsafe` call of the module is here.
+//! seen from inside one hook, and Envoy's log. Every call into Envoy is here;
+//! `lib.rs` holds the only other `unsafe` code, turning the hooks' raw pointers
+//! into the module's own objects.
 
 use crate::abi::{self, EnvoyBuffer, EnvoyHttpHeader, FilterEnvoyPtr, ModuleBuffer};
 
 /// Envoy's side of one HTTP stream, valid while the hook that received it runs.
-/// Header bytes it hands out borrow from it, so they cannot outlive the hook.
+///
+/// Bytes it hands out (headers, attributes, metadata) borrow it shared; every
+/// call that changes the stream takes it `&mut`. Envoy's header buffers are valid
+/// only until a header is set, added or removed, so the borrow checker refuses
+/// to read a header after a change: whatever a change depends on is copied out
+/// first.
 pub struct Stream {
     envoy: FilterEnvoyPtr,
+    /// A local reply was sent: the stream is answered, nothing more may be sent.
+    replied: bool,
 }
 
 impl Stream {
@@ -14,15 +23,20 @@ impl Stream {
     /// `envoy` is the filter pointer Envoy passed to the hook now running, and the
     /// `Stream` does not outlive that hook.
     pub unsafe fn new(envoy: FilterEnvoyPtr) -> Self {
-        Self { envoy }
+        Self {
+            envoy,
+            replied: false,
+        }
     }
 
     /// Every request header, pseudo-headers (`:method`, `:path`, `:authority`)
-    /// included, names lower-case as Envoy keeps them.
+    /// included, names lower-case as Envoy keeps them, a repeated name once per
+    /// value.
     pub fn request_headers(&self) -> Vec<(&[u8], &[u8])> {
         // SAFETY: `self.envoy` is live (constructor contract); Envoy writes at most
-        // `get_headers_size` entries, and their bytes stay valid until the hook
-        // returns, which the borrow of `self` enforces.
+        // `get_headers_size` entries. Their bytes stay valid until the hook returns
+        // or a header changes; the slices borrow `self` shared, and every change
+        // takes `&mut self`, so neither can happen while they are in use.
         unsafe {
             let count = abi::envoy_dynamic_module_callback_http_get_headers_size(
                 self.envoy,
@@ -63,8 +77,26 @@ impl Stream {
         }
     }
 
-    /// Replaces every value of request header `name` with `value`.
-    pub fn set_request_header(&self, name: &str, value: &str) {
+    /// A string of the stream's dynamic metadata, set by a filter before this one.
+    pub fn metadata(&self, namespace: &str, key: &str) -> Option<&[u8]> {
+        let mut value = EnvoyBuffer::EMPTY;
+        // SAFETY: `self.envoy` is live; the value lives in the stream's metadata,
+        // which only `set_metadata` (`&mut self`) changes, until the hook returns.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_get_metadata_string(
+                self.envoy,
+                abi::METADATA_DYNAMIC,
+                ModuleBuffer::of(namespace.as_bytes()),
+                ModuleBuffer::of(key.as_bytes()),
+                &mut value,
+            )
+            .then(|| value.bytes())
+        }
+    }
+
+    /// Replaces every value of request header `name` with `value` (an empty
+    /// `value` removes it: Envoy's rule).
+    pub fn set_request_header(&mut self, name: &str, value: &str) {
         self.set(
             abi::REQUEST_HEADER,
             name,
@@ -74,8 +106,8 @@ impl Stream {
 
     /// Adds request header `name: value`, for a name the request does not have:
     /// cheaper than [`Stream::set_request_header`], which first looks for (and
-    /// removes) every value of `name`.
-    pub fn add_request_header(&self, name: &str, value: &str) {
+    /// removes) every value of `name`. An empty `value` adds nothing.
+    pub fn add_request_header(&mut self, name: &str, value: &str) {
         // SAFETY: `self.envoy` is live; Envoy copies both buffers before returning.
         unsafe {
             abi::envoy_dynamic_module_callback_http_add_header(
@@ -87,12 +119,12 @@ impl Stream {
         }
     }
 
-    pub fn remove_request_header(&self, name: &str) {
+    pub fn remove_request_header(&mut self, name: &str) {
         self.set(abi::REQUEST_HEADER, name, ModuleBuffer::NONE);
     }
 
     /// Replaces every value of response header `name` (in the response hook).
-    pub fn set_response_header(&self, name: &str, value: &str) {
+    pub fn set_response_header(&mut self, name: &str, value: &str) {
         self.set(
             abi::RESPONSE_HEADER,
             name,
@@ -100,7 +132,7 @@ impl Stream {
         );
     }
 
-    fn set(&self, header_type: abi::HeaderType, name: &str, value: ModuleBuffer) {
+    fn set(&mut self, header_type: abi::HeaderType, name: &str, value: ModuleBuffer) {
         // SAFETY: `self.envoy` is live; Envoy copies both buffers before returning.
         unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(
@@ -113,7 +145,11 @@ impl Stream {
     }
 
     /// Answers the client directly; the hook must then return `StopIteration`.
-    pub fn send_response(&self, status: u16, headers: &[(String, String)], body: &str) {
+    /// At most once per stream: a second call (after a panic, say) does nothing.
+    pub fn send_response(&mut self, status: u16, headers: &[(String, String)], body: &str) {
+        if std::mem::replace(&mut self.replied, true) {
+            return;
+        }
         let headers: Vec<abi::ModuleHttpHeader> = headers
             .iter()
             .map(|(name, value)| abi::ModuleHttpHeader {
@@ -136,8 +172,9 @@ impl Stream {
     }
 
     /// Sets string dynamic metadata `namespace.key = value` on the stream, for the
-    /// filters after this one (the ext_authz fallback's `filter_enabled_metadata`).
-    pub fn set_metadata(&self, namespace: &str, key: &str, value: &str) {
+    /// filters after this one (the ext_authz fallback's `filter_enabled_metadata`,
+    /// the guard).
+    pub fn set_metadata(&mut self, namespace: &str, key: &str, value: &str) {
         // SAFETY: `self.envoy` is live; Envoy copies the three buffers.
         unsafe {
             abi::envoy_dynamic_module_callback_http_set_dynamic_metadata_string(
@@ -148,6 +185,12 @@ impl Stream {
             );
         }
     }
+}
+
+/// Whether Envoy's `dynamic_modules` logger writes `level` now.
+pub fn log_enabled(level: abi::LogLevel) -> bool {
+    // SAFETY: reads Envoy's logger level; callable from any thread.
+    unsafe { abi::envoy_dynamic_module_callback_log_enabled(level) }
 }
 
 /// Writes `message` to Envoy's log (its `dynamic_modules` logger).

@@ -10,17 +10,21 @@
 //!                                     ◄─ deny: local reply, StopIteration
 //!                                     ◄─ needs I/O: Continue to the ext_authz
 //!                                        fallback (or 503 without one)
+//!              (after ext_authz)   ─► the guard: Continue only if the module or
+//!                                     the server allowed, else 503
 //! ```
 //!
 //! The hooks only convert pointers and catch panics: a panic never crosses into
-//! Envoy (that would abort it); the request it happened in is refused with 503.
+//! Envoy (that would abort it); the request it happened in is refused with 503
+//! unless it was already answered.
 
 mod abi;
 mod envoy;
 mod filter;
+mod log;
 
 use envoy::Stream;
-use filter::{InProxy, Verdict};
+use filter::{FilterConfig, Verdict};
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -32,18 +36,31 @@ static ABI_VERSION: &[u8] = b"v0.2.0\0";
 /// Called once, when Envoy loads the library. A null return refuses the load.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    // The pipeline's decision logs go to Envoy's log from here on.
+    if catch_unwind(log::forward_to_envoy).is_err() {
+        return std::ptr::null();
+    }
     ABI_VERSION.as_ptr().cast()
 }
 
-/// One HTTP stream's filter: what an allow adds to the response.
+/// Runs `hook`; a panic in it is logged and answered with `otherwise`.
+fn guarded<T>(what: &str, otherwise: T, hook: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(hook)).unwrap_or_else(|_| {
+        envoy::log(abi::LOG_ERROR, &format!("portcullis: {what} panicked"));
+        otherwise
+    })
+}
+
+/// One HTTP stream's filter: its config, and what an allow adds to the response.
 struct Filter {
-    in_proxy: *const InProxy,
+    config: *const FilterConfig,
     response: Vec<(String, String)>,
 }
 
-/// A filter config: `filter_config` is YAML naming the `portcullis.yaml` (see
-/// [`InProxy::load`]). A null return makes Envoy reject the config, so a broken
-/// config or policy stops Envoy from starting (or the update from applying).
+/// A filter config: `filter_config` is YAML naming the `portcullis.yaml`, or the
+/// guard (see [`FilterConfig::load`]). A null return makes Envoy reject the
+/// config, so a broken config or policy stops Envoy from starting (or the update
+/// from applying).
 ///
 /// # Safety
 /// `config` points at `config_length` bytes, as Envoy passes them.
@@ -61,17 +78,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         // SAFETY: Envoy's buffer, valid during this call (the caller's contract).
         unsafe { std::slice::from_raw_parts(config, config_length) }
     };
-    match catch_unwind(|| InProxy::load(bytes)) {
-        Ok(Ok(in_proxy)) => Box::into_raw(Box::new(in_proxy)).cast(),
-        Ok(Err(error)) => {
-            envoy::log(abi::LOG_ERROR, &format!("portcullis: {error}"));
-            std::ptr::null()
+    guarded("loading the config", std::ptr::null(), || {
+        match FilterConfig::load(bytes) {
+            Ok(config) => Box::into_raw(Box::new(config)).cast_const().cast(),
+            Err(error) => {
+                envoy::log(abi::LOG_ERROR, &format!("portcullis: {error}"));
+                std::ptr::null()
+            }
         }
-        Err(_) => {
-            envoy::log(abi::LOG_ERROR, "portcullis: loading the config panicked");
-            std::ptr::null()
-        }
-    }
+    })
 }
 
 /// # Safety
@@ -80,7 +95,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *mut c_void) {
     // SAFETY: the caller's contract; this is the pointer's only owner.
-    drop(unsafe { Box::from_raw(config.cast::<InProxy>()) });
+    let config = unsafe { Box::from_raw(config.cast::<FilterConfig>()) };
+    guarded("dropping the config", (), || drop(config));
 }
 
 #[no_mangle]
@@ -88,19 +104,25 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config: *const c_void,
     _filter_envoy: abi::FilterEnvoyPtr,
 ) -> *mut c_void {
-    Box::into_raw(Box::new(Filter {
-        in_proxy: config.cast(),
-        response: Vec::new(),
-    }))
-    .cast()
+    guarded("creating a filter", std::ptr::null_mut(), || {
+        Box::into_raw(Box::new(Filter {
+            config: config.cast(),
+            response: Vec::new(),
+        }))
+        .cast()
+    })
 }
 
 /// # Safety
 /// `filter` came from `envoy_dynamic_module_on_http_filter_new`.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: *mut c_void) {
+    if filter.is_null() {
+        return;
+    }
     // SAFETY: the caller's contract; this is the pointer's only owner.
-    drop(unsafe { Box::from_raw(filter.cast::<Filter>()) });
+    let filter = unsafe { Box::from_raw(filter.cast::<Filter>()) };
+    guarded("dropping a filter", (), || drop(filter));
 }
 
 /// # Safety
@@ -113,11 +135,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 ) -> abi::FilterStatus {
     // SAFETY: the caller's contract; Envoy calls one hook of a stream at a time,
     // and a filter's config outlives it (Envoy's filter holds the config).
-    let (stream, filter) = unsafe { (Stream::new(envoy), &mut *filter.cast::<Filter>()) };
-    let in_proxy = unsafe { &*filter.in_proxy };
-    match catch_unwind(AssertUnwindSafe(|| {
-        in_proxy.on_request_headers(&stream, end_of_stream)
-    })) {
+    let mut stream = unsafe { Stream::new(envoy) };
+    let Some(filter) = (unsafe { filter.cast::<Filter>().as_mut() }) else {
+        // The filter could not be created: refuse rather than let it through.
+        stream.send_response(503, &[], "");
+        return abi::STOP_ITERATION;
+    };
+    // SAFETY: as above.
+    let config = unsafe { &*filter.config };
+    let verdict = catch_unwind(AssertUnwindSafe(|| match config {
+        FilterConfig::InProxy(in_proxy) => in_proxy.on_request_headers(&mut stream, end_of_stream),
+        FilterConfig::Guard => filter::guard(&mut stream),
+    }));
+    match verdict {
         Ok(Verdict::Allow { response }) => {
             filter.response = response;
             abi::CONTINUE
@@ -126,6 +156,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         Ok(Verdict::Denied) => abi::STOP_ITERATION,
         Err(_) => {
             envoy::log(abi::LOG_ERROR, "portcullis: a check panicked; answered 503");
+            // Nothing if the panic came after the stream was answered.
             stream.send_response(503, &[], "");
             abi::STOP_ITERATION
         }
@@ -143,15 +174,20 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     _end_of_stream: bool,
 ) -> abi::FilterStatus {
     // SAFETY: the caller's contract.
-    let (stream, filter) = unsafe { (Stream::new(envoy), &mut *filter.cast::<Filter>()) };
-    for (name, value) in filter.response.drain(..) {
-        stream.set_response_header(&name, &value);
+    let (mut stream, filter) = unsafe { (Stream::new(envoy), filter.cast::<Filter>().as_mut()) };
+    if let Some(filter) = filter {
+        guarded("adding response headers", (), || {
+            for (name, value) in filter.response.drain(..) {
+                stream.set_response_header(&name, &value);
+            }
+        });
     }
     abi::CONTINUE
 }
 
 // The hooks Envoy requires but this filter has nothing to do in: each lets the
-// stream go on (status 0 is `Continue` in every `*_status` enum).
+// stream go on (status 0 is `Continue` in every `*_status` enum). Their
+// signatures are the ABI's, though no argument is read.
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
@@ -198,32 +234,85 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 // never calls these; it still requires them when it loads the filter config.
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done() {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers() {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data() {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers() {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete() {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset() {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled() {}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark()
-{
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+    _callout_id: u64,
+    _result: abi::CalloutResult,
+    _headers: *const abi::EnvoyHttpHeader,
+    _headers_size: usize,
+    _body_chunks: *const abi::EnvoyBuffer,
+    _body_chunks_size: usize,
+) {
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark()
-{
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _headers: *const abi::EnvoyHttpHeader,
+    _headers_size: usize,
+    _end_of_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _data: *const abi::EnvoyBuffer,
+    _data_count: usize,
+    _end_of_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _trailers: *const abi::EnvoyHttpHeader,
+    _trailers_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+    _stream_id: u64,
+    _reason: abi::StreamResetReason,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+    _event_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _envoy: abi::FilterEnvoyPtr,
+    _filter: *mut c_void,
+) {
 }

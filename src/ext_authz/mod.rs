@@ -16,7 +16,27 @@ use envoy_types::ext_authz::v3::pb::{
     CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
     HttpResponse, HttpStatus, OkHttpResponse,
 };
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use envoy_types::pb::google::rpc;
+
+/// What every allow sets as dynamic metadata: Envoy's ext_authz filter emits it
+/// under its namespace (`envoy.filters.http.ext_authz`), where the in-proxy
+/// module's guard reads that portcullis, not a fail-open path, let the request
+/// through (docs/in-proxy.md). A client cannot set dynamic metadata.
+pub const ALLOWED_METADATA: (&str, &str) = ("portcullis", "allowed");
+
+fn allowed_metadata() -> Struct {
+    let (key, value) = ALLOWED_METADATA;
+    Struct {
+        fields: [(
+            key.to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(value.to_owned())),
+            },
+        )]
+        .into(),
+    }
+}
 
 /// gRPC status codes (google.rpc.Code) Envoy reads from `CheckResponse.status`.
 const OK: i32 = 0;
@@ -56,6 +76,7 @@ impl From<Answer> for CheckResponse {
                     response_headers_to_add: response.into_iter().map(header).collect(),
                     ..Default::default()
                 })),
+                dynamic_metadata: Some(allowed_metadata()),
                 ..Default::default()
             },
             Answer::Deny {
