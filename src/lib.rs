@@ -44,10 +44,12 @@ pub use admin_api::pb as admin_pb;
 /// What the Envoy dynamic module (`envoy-module/`, docs/in-proxy.md) assembles the
 /// same pipeline from, inside Envoy: the authorizer and its runtime, the answer it
 /// converts into Envoy callbacks, the hot reload of config and policy, and the
-/// subscription to the other replicas' revocations and directory events.
+/// subscription to the other replicas' revocations and directory events, and the
+/// dynamic metadata the server's allows carry for the module's guard.
 pub mod in_proxy {
     pub use crate::answer::{Answer, DenyKind, RequestId};
     pub use crate::authorizer::{Authorizer, Pipeline};
+    pub use crate::ext_authz::ALLOWED_METADATA;
     pub use crate::reload::{spawn as spawn_reload, LastReload, Watched, POLL_INTERVAL};
     pub use crate::runtime::Runtime;
     pub use crate::server::hear_other_replicas;

@@ -187,6 +187,102 @@ async fn the_module_answers_the_case_table_like_ext_authz_without_asking_it() {
     assert!(differences.is_empty(), "{differences:#?}");
 }
 
+/// One row of the repeated-headers table: its name, the path, the headers in order.
+type Row<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
+
+/// How a request with repeated headers fared: the status, whether the upstream
+/// saw it, and the verified role it got.
+async fn repeated(envoy: &Envoy, path: &str, headers: &[(&str, String)]) -> String {
+    let mut request = envoy.get(path);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await;
+    let seen = response.upstream();
+    format!(
+        "{} reached={} x-user-role={:?}",
+        response.status,
+        seen.is_some(),
+        seen.as_ref().and_then(|seen| seen.header("x-user-role"))
+    )
+}
+
+#[tokio::test]
+async fn repeated_headers_and_header_conditions_are_read_as_the_server_reads_them() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    // `x-user-tier` is under an `allowed_headers` prefix of both front proxies.
+    let policy = format!(
+        "{}  - name: gold\n    to: {{ paths: [/api/gold] }}\n    from: anyone\n    when: request.headers['x-user-tier'] == 'gold'\n",
+        support::portcullis::USER_TRAFFIC_POLICY
+    );
+    let portcullis =
+        Portcullis::start(&PortcullisConfig::user_traffic(jwks.uri()).with_policy(&policy)).await;
+    let plain = Envoy::start(portcullis.grpc_addr(), upstream.addr()).await;
+    let module = module_envoy(&portcullis, upstream.addr(), true).await;
+    let user = ClerkClaims::user("USER").sign(&key);
+    until_decided_in_module(&module, &user).await;
+
+    let bearer = format!("Bearer {user}");
+    let session = format!("__session={user}");
+    let rows: Vec<Row> = vec![
+        (
+            "the same token twice in authorization",
+            "/api/videos",
+            vec![
+                ("authorization", bearer.clone()),
+                ("authorization", bearer.clone()),
+            ],
+        ),
+        (
+            "garbage, then a good token, in authorization",
+            "/api/videos",
+            vec![
+                ("authorization", "Bearer garbage".to_owned()),
+                ("authorization", bearer.clone()),
+            ],
+        ),
+        (
+            "the same session cookie twice",
+            "/api/videos",
+            vec![("cookie", session.clone()), ("cookie", session.clone())],
+        ),
+        (
+            "a garbage session cookie, then a good one",
+            "/api/videos",
+            vec![
+                ("cookie", "__session=garbage".to_owned()),
+                ("cookie", session.clone()),
+            ],
+        ),
+        (
+            "when on a header: gold",
+            "/api/gold",
+            vec![("x-user-tier", "gold".to_owned())],
+        ),
+        (
+            "when on a header: silver, then gold",
+            "/api/gold",
+            vec![
+                ("x-user-tier", "silver".to_owned()),
+                ("x-user-tier", "gold".to_owned()),
+            ],
+        ),
+    ];
+    let mut differences = Vec::new();
+    for (name, path, headers) in &rows {
+        let by_server = repeated(&plain, path, headers).await;
+        let by_module = repeated(&module, path, headers).await;
+        println!("{name}: ext_authz {by_server}, module {by_module}");
+        if by_server != by_module {
+            differences.push(format!("{name}: ext_authz {by_server}, module {by_module}"));
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+}
+
 #[tokio::test]
 async fn the_module_sends_the_servers_deny_answer_and_strips_spoofed_headers() {
     envoy_bin();
@@ -315,20 +411,13 @@ async fn without_a_fallback_an_undecidable_request_is_refused_with_503() {
     assert!(decided, "the module never had its keys");
 }
 
-#[tokio::test]
-async fn envoy_refuses_a_config_the_module_cannot_load() {
+/// Starts Envoy on `yaml` (the module from [`module_dir`]) and returns its log,
+/// asserting it refused to start.
+fn envoy_refuses(yaml: &str) -> String {
     let dir = module_dir();
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let broken = tmp.path().join("portcullis.yaml");
-    std::fs::write(&broken, "issuers: [\n").expect("write the broken config");
-    let addrs = FrontProxyAddrs {
-        listener: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        portcullis: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        upstream: SocketAddr::from(([127, 0, 0, 1], free_port())),
-    };
     let config = tmp.path().join("envoy.yaml");
-    std::fs::write(&config, module_yaml(&addrs, &broken, true)).expect("write envoy.yaml");
+    std::fs::write(&config, yaml).expect("write envoy.yaml");
     let mut envoy = Command::new(envoy_bin())
         .arg("-c")
         .arg(&config)
@@ -353,10 +442,135 @@ async fn envoy_refuses_a_config_the_module_cannot_load() {
     let log = String::from_utf8_lossy(&output.stderr).into_owned()
         + &String::from_utf8_lossy(&output.stdout);
     assert!(!status.success(), "Envoy accepted it: {log}");
+    log
+}
+
+/// Ephemeral addresses nothing listens on (Envoy never gets that far).
+fn unused_addrs() -> FrontProxyAddrs {
+    let addr = || SocketAddr::from(([127, 0, 0, 1], free_port()));
+    FrontProxyAddrs {
+        listener: addr(),
+        admin: addr(),
+        portcullis: addr(),
+        upstream: addr(),
+    }
+}
+
+#[tokio::test]
+async fn envoy_refuses_a_config_the_module_cannot_load() {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let broken = tmp.path().join("portcullis.yaml");
+    std::fs::write(&broken, "issuers: [\n").expect("write the broken config");
+    let log = envoy_refuses(&module_yaml(&unused_addrs(), &broken, true));
     assert!(
         log.contains("portcullis: ") && log.contains("portcullis.yaml"),
         "Envoy's log names the module's error: {log}"
     );
+}
+
+/// A policy whose `/api/limited` allows USERs `LIMIT` requests a minute per
+/// user, counted in Redis by every replica (`scope: global`).
+fn global_limit_policy() -> String {
+    format!(
+        "{}  - name: limited\n    to: {{ paths: [/api/limited] }}\n    from: {{ users: {{ roles: [USER] }} }}\n    rate_limit: {{ per: user, rate: {LIMIT}/m, burst: {LIMIT}, scope: global }}\n",
+        support::portcullis::USER_TRAFFIC_POLICY
+    )
+}
+
+/// The burst of [`global_limit_policy`].
+const LIMIT: u32 = 3;
+
+#[tokio::test]
+async fn envoy_refuses_global_rate_limits_without_a_fallback() {
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let portcullis = Portcullis::start(
+        &PortcullisConfig::user_traffic(jwks.uri())
+            .with_policy(&global_limit_policy())
+            .with_extra("state:\n  redis: redis://127.0.0.1:6379\n"),
+    )
+    .await;
+    let log = envoy_refuses(&module_yaml(
+        &unused_addrs(),
+        &portcullis.dir().join("portcullis.yaml"),
+        false,
+    ));
+    assert!(
+        log.contains("scope: global") && log.contains("fallback: ext_authz"),
+        "Envoy's log says why: {log}"
+    );
+}
+
+#[tokio::test]
+async fn a_global_rate_limit_is_counted_once_by_the_server_not_by_the_module() {
+    envoy_bin();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let portcullis = Portcullis::start(
+        &PortcullisConfig::user_traffic(jwks.uri())
+            .with_policy(&global_limit_policy())
+            .with_extra("state:\n  redis: redis://127.0.0.1:6379\n"),
+    )
+    .await;
+    let module = module_envoy(&portcullis, upstream.addr(), true).await;
+    // A new user: a bucket of its own in the shared Redis.
+    let user = ClerkClaims::user("USER").sign(&key);
+    until_decided_in_module(&module, &user).await;
+    for n in 1..=LIMIT {
+        let before = ext_authz_checks(&module).await;
+        let allowed = module.get("/api/limited").bearer(&user).send().await;
+        assert_eq!(allowed.status, 200, "request {n} of {LIMIT}: {allowed}");
+        assert_eq!(
+            ext_authz_checks(&module).await,
+            before + 1,
+            "the server decided it"
+        );
+    }
+    let limited = module.get("/api/limited").bearer(&user).send().await;
+    assert_eq!(limited.status, 429, "{limited}");
+    assert!(limited.upstream().is_none());
+}
+
+#[tokio::test]
+async fn the_guard_refuses_a_request_that_got_past_ext_authz_without_an_allow() {
+    envoy_bin();
+    module_dir();
+    let key = SigningKey::generate(FIRST_KID);
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoUpstream::start().await;
+    let portcullis = Portcullis::start(&PortcullisConfig::user_traffic(jwks.uri())).await;
+    // The module's keys are slow to come: a token needs I/O, so it goes to the
+    // ext_authz filter, which is built wrong: its server is down and it fails
+    // open.
+    jwks.set_delay(std::time::Duration::from_secs(30));
+    let addrs = FrontProxyAddrs {
+        listener: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        portcullis: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        upstream: upstream.addr(),
+    };
+    let shipped = module_yaml(&addrs, &portcullis.dir().join("portcullis.yaml"), true);
+    let fail_open = shipped.replace("failure_mode_allow: false", "failure_mode_allow: true");
+    assert_ne!(fail_open, shipped);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let envoy = Envoy::start_bootstrap(dir, &fail_open, addrs.listener, addrs.admin).await;
+
+    let user = ClerkClaims::user("USER").sign(&key);
+    let refused = envoy
+        .get("/api/videos")
+        .bearer(&user)
+        .header("x-request-id", "req-guard")
+        .send()
+        .await;
+    assert_eq!(refused.status, 503, "{refused}");
+    assert!(refused.upstream().is_none(), "the upstream was reached");
+    assert_eq!(refused.json()["error"], "unavailable", "{refused}");
+    assert_eq!(refused.json()["request_id"], "req-guard", "{refused}");
+    // What the module decides itself passes the guard.
+    let public = envoy.get("/public/index.html").send().await;
+    assert_eq!(public.status, 200, "{public}");
+    assert!(public.upstream().is_some());
 }
 
 /// The user-traffic config with Clerk webhooks (secret [`support::svix::SECRET`]

@@ -9,11 +9,10 @@ use crate::envoy::{self, Stream};
 use portcullis::clock::Clock;
 use portcullis::config::Config;
 use portcullis::directory::DirectoryError;
-use portcullis::ext_authz::ALLOWED_METADATA;
 use portcullis::identity::token_cache::TokenCacheLimits;
 use portcullis::in_proxy::{
     hear_other_replicas, spawn_reload, Answer, Authorizer, DenyKind, LastReload, Pipeline,
-    RequestId, Runtime, Watched, POLL_INTERVAL,
+    RequestId, Runtime, Watched, ALLOWED_METADATA, POLL_INTERVAL,
 };
 use portcullis::metrics::Metrics;
 use portcullis::policy::{LimitScope, Policy};
@@ -71,7 +70,9 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 #[non_exhaustive]
 pub enum LoadError {
     /// `filter_config` is not the YAML this module reads.
-    #[error("filter_config must be YAML `config: PATH` [`fallback: ext_authz`], or `guard: true`: {0}")]
+    #[error(
+        "filter_config must be YAML `config: PATH` [`fallback: ext_authz`], or `guard: true`: {0}"
+    )]
     Settings(String),
     /// Neither a config nor the guard.
     #[error("filter_config needs `config: PATH` (or `guard: true` for the guard)")]
@@ -350,7 +351,10 @@ impl InProxy {
         }
         // Envoy's header bytes are ASCII in practice: borrowed, not copied.
         let text = String::from_utf8_lossy;
-        builder = builder.method(&text(method)).path(&text(path)).host(&text(host));
+        builder = builder
+            .method(&text(method))
+            .path(&text(path))
+            .host(&text(host));
         // Envoy's `source.address` is the downstream peer as `ip:port`; the
         // request model holds the IP, as ext_authz's `attributes.source` gives it.
         if let Some(peer) = stream.attribute(abi::ATTRIBUTE_SOURCE_ADDRESS) {

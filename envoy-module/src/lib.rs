@@ -78,15 +78,17 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         // SAFETY: Envoy's buffer, valid during this call (the caller's contract).
         unsafe { std::slice::from_raw_parts(config, config_length) }
     };
-    guarded("loading the config", std::ptr::null(), || {
-        match FilterConfig::load(bytes) {
+    guarded(
+        "loading the config",
+        std::ptr::null(),
+        || match FilterConfig::load(bytes) {
             Ok(config) => Box::into_raw(Box::new(config)).cast_const().cast(),
             Err(error) => {
                 envoy::log(abi::LOG_ERROR, &format!("portcullis: {error}"));
                 std::ptr::null()
             }
-        }
-    })
+        },
+    )
 }
 
 /// # Safety

@@ -16,10 +16,9 @@ use tracing_subscriber::layer::SubscriberExt;
 /// apart from any other module's). A second call does nothing.
 pub fn forward_to_envoy() {
     // Asked per event, not cached per call site: Envoy's level can change.
-    let enabled = DynFilterFn::new(|metadata: &Metadata<'_>, _| {
-        envoy::log_enabled(level(metadata.level()))
-    })
-    .with_callsite_filter(|_| Interest::sometimes());
+    let enabled =
+        DynFilterFn::new(|metadata: &Metadata<'_>, _| envoy::log_enabled(level(metadata.level())))
+            .with_callsite_filter(|_| Interest::sometimes());
     let subscriber = tracing_subscriber::registry().with(
         tracing_subscriber::fmt::layer()
             .with_writer(EnvoyLog)

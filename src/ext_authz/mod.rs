@@ -77,7 +77,6 @@ impl From<Answer> for CheckResponse {
                     ..Default::default()
                 })),
                 dynamic_metadata: Some(allowed_metadata()),
-                ..Default::default()
             },
             Answer::Deny {
                 kind,
