@@ -20,11 +20,11 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::envoy::{front_proxy_yaml, FrontProxyAddrs};
+use support::envoy::{both_healthy, two_replicas_yaml, FrontProxyAddrs};
 use support::redis_server::RedisServer;
 use support::{
     free_port, ClerkClaims, EchoUpstream, Envoy, JwksServer, Portcullis, PortcullisConfig,
-    RequestBuilder, SigningKey,
+    SigningKey,
 };
 
 const POLICY: &str = "\
@@ -43,49 +43,6 @@ rules:
 /// The burst a quick run may get through beyond `burst: 10`: what 10/s refills
 /// in 400 ms. Two replicas counting apart would let 20 through.
 const REFILL_SLACK: usize = 4;
-
-/// The shipped front proxy with a second `portcullis` endpoint.
-fn two_replicas(addrs: &FrontProxyAddrs, second: SocketAddr) -> String {
-    let yaml = front_proxy_yaml(addrs);
-    let first = format!(
-        "socket_address: {{ address: {}, port_value: {} }}",
-        addrs.portcullis.ip(),
-        addrs.portcullis.port()
-    );
-    assert_eq!(yaml.matches(&first).count(), 1);
-    yaml.replace(
-        &first,
-        &format!(
-            "{first}\n              - endpoint:\n                  address:\n                    socket_address: {{ address: {}, port_value: {} }}",
-            second.ip(),
-            second.port()
-        ),
-    )
-}
-
-async fn both_healthy(envoy: &Envoy, replicas: [SocketAddr; 2]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let clusters = RequestBuilder::new(envoy.admin(), http::Method::GET, "/clusters")
-            .try_send()
-            .await
-            .map(|r| r.text())
-            .unwrap_or_default();
-        let healthy = replicas.iter().all(|addr| {
-            clusters
-                .lines()
-                .any(|line| line == format!("portcullis::{addr}::health_flags::healthy"))
-        });
-        if healthy {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Envoy never saw both replicas healthy:\n{clusters}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Waits until `/readyz` of `replica` says global limits count as `counting`.
 async fn counting(replica: &Portcullis, counting: &str) -> serde_json::Value {
@@ -157,7 +114,7 @@ async fn a_global_limit_holds_across_two_replicas_through_envoy() {
         portcullis: replicas[0].grpc_addr(),
         upstream: upstream.addr(),
     };
-    let yaml = two_replicas(&addrs, replicas[1].grpc_addr());
+    let yaml = two_replicas_yaml(&addrs, replicas[1].grpc_addr());
     let envoy = Envoy::start_bootstrap(
         tempfile::tempdir().unwrap(),
         &yaml,

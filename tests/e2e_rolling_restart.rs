@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::envoy::{front_proxy_yaml, FrontProxyAddrs};
+use support::envoy::{both_healthy, two_replicas_yaml, FrontProxyAddrs};
 use support::{
     free_port, ClerkClaims, EchoUpstream, Envoy, JwksServer, Portcullis, PortcullisConfig,
     RequestBuilder, SigningKey,
@@ -20,50 +20,6 @@ use support::{
 
 const DRAIN_DELAY: Duration = Duration::from_secs(3);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The shipped front proxy with a second `portcullis` endpoint.
-fn two_replicas(addrs: &FrontProxyAddrs, second: SocketAddr) -> String {
-    let yaml = front_proxy_yaml(addrs);
-    let first = format!(
-        "socket_address: {{ address: {}, port_value: {} }}",
-        addrs.portcullis.ip(),
-        addrs.portcullis.port()
-    );
-    assert_eq!(yaml.matches(&first).count(), 1);
-    yaml.replace(
-        &first,
-        &format!(
-            "{first}\n              - endpoint:\n                  address:\n                    socket_address: {{ address: {}, port_value: {} }}",
-            second.ip(),
-            second.port()
-        ),
-    )
-}
-
-/// Waits until Envoy's active health checks see both replicas healthy.
-async fn both_healthy(envoy: &Envoy, replicas: [SocketAddr; 2]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let clusters = RequestBuilder::new(envoy.admin(), http::Method::GET, "/clusters")
-            .try_send()
-            .await
-            .map(|r| r.text())
-            .unwrap_or_default();
-        let healthy = replicas.iter().all(|addr| {
-            clusters
-                .lines()
-                .any(|line| line == format!("portcullis::{addr}::health_flags::healthy"))
-        });
-        if healthy {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Envoy never saw both replicas healthy:\n{clusters}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_in_turn_fails_no_request() {
@@ -85,7 +41,7 @@ async fn sigterm_in_turn_fails_no_request() {
         portcullis: replicas[0].grpc_addr(),
         upstream: upstream.addr(),
     };
-    let yaml = two_replicas(&addrs, replicas[1].grpc_addr());
+    let yaml = two_replicas_yaml(&addrs, replicas[1].grpc_addr());
     let envoy = Envoy::start_bootstrap(
         tempfile::tempdir().unwrap(),
         &yaml,
@@ -154,6 +110,18 @@ async fn sigterm_in_turn_fails_no_request() {
             readyz.text()
         );
 
+        // Envoy's health checks take it out of rotation within the drain delay:
+        // from ~2 s after SIGTERM it decides nothing more (mesh/envoy/front-proxy.yaml,
+        // `no_traffic_interval`).
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        let early = decisions(replica).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(
+            decisions(replica).await,
+            early,
+            "a draining replica still got Checks 2 s after SIGTERM"
+        );
+
         let status = replica
             .wait_exit(DRAIN_DELAY + SHUTDOWN_TIMEOUT + Duration::from_secs(2))
             .await;
@@ -201,4 +169,18 @@ async fn sigint_skips_the_drain_delay() {
         stopped.elapsed() < Duration::from_secs(10),
         "Ctrl-C does not wait out the 30 s drain delay"
     );
+}
+
+/// Every decision `replica` has counted (`portcullis_decisions_total`).
+async fn decisions(replica: &Portcullis) -> f64 {
+    let metrics = replica
+        .http(http::Method::GET, "/metrics")
+        .send()
+        .await
+        .text();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("portcullis_decisions_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

@@ -243,3 +243,47 @@ impl Drop for Envoy {
         print_log_if_panicking("envoy", &self.log);
     }
 }
+
+/// The shipped front proxy with a second `portcullis` endpoint.
+pub fn two_replicas_yaml(addrs: &FrontProxyAddrs, second: SocketAddr) -> String {
+    let yaml = front_proxy_yaml(addrs);
+    let first = format!(
+        "socket_address: {{ address: {}, port_value: {} }}",
+        addrs.portcullis.ip(),
+        addrs.portcullis.port()
+    );
+    assert_eq!(yaml.matches(&first).count(), 1);
+    yaml.replace(
+        &first,
+        &format!(
+            "{first}\n              - endpoint:\n                  address:\n                    socket_address: {{ address: {}, port_value: {} }}",
+            second.ip(),
+            second.port()
+        ),
+    )
+}
+
+/// Waits until Envoy's active health checks see both replicas healthy.
+pub async fn both_healthy(envoy: &Envoy, replicas: [SocketAddr; 2]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let clusters = RequestBuilder::new(envoy.admin(), http::Method::GET, "/clusters")
+            .try_send()
+            .await
+            .map(|r| r.text())
+            .unwrap_or_default();
+        let healthy = replicas.iter().all(|addr| {
+            clusters
+                .lines()
+                .any(|line| line == format!("portcullis::{addr}::health_flags::healthy"))
+        });
+        if healthy {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy never saw both replicas healthy:\n{clusters}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
