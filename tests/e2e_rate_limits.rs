@@ -18,13 +18,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::envoy::{both_healthy, two_replicas_yaml, FrontProxyAddrs};
+use support::envoy::front_proxy_for_two;
 use support::redis_server::RedisServer;
 use support::{
-    free_port, ClerkClaims, EchoUpstream, Envoy, JwksServer, Portcullis, PortcullisConfig,
-    SigningKey,
+    ClerkClaims, EchoUpstream, Envoy, JwksServer, Portcullis, PortcullisConfig, SigningKey,
 };
 
 const POLICY: &str = "\
@@ -108,21 +106,11 @@ async fn a_global_limit_holds_across_two_replicas_through_envoy() {
         Portcullis::start(&config).await,
         Portcullis::start(&config).await,
     ];
-    let addrs = FrontProxyAddrs {
-        listener: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        portcullis: replicas[0].grpc_addr(),
-        upstream: upstream.addr(),
-    };
-    let yaml = two_replicas_yaml(&addrs, replicas[1].grpc_addr());
-    let envoy = Envoy::start_bootstrap(
-        tempfile::tempdir().unwrap(),
-        &yaml,
-        addrs.listener,
-        addrs.admin,
+    let envoy = front_proxy_for_two(
+        [replicas[0].grpc_addr(), replicas[1].grpc_addr()],
+        upstream.addr(),
     )
     .await;
-    both_healthy(&envoy, [replicas[0].grpc_addr(), replicas[1].grpc_addr()]).await;
     for replica in &replicas {
         counting(replica, "redis").await;
     }

@@ -8,14 +8,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::envoy::{both_healthy, two_replicas_yaml, FrontProxyAddrs};
+use support::envoy::{both_healthy, front_proxy_for_two};
 use support::{
-    free_port, ClerkClaims, EchoUpstream, Envoy, JwksServer, Portcullis, PortcullisConfig,
-    RequestBuilder, SigningKey,
+    ClerkClaims, EchoUpstream, JwksServer, Portcullis, PortcullisConfig, RequestBuilder, SigningKey,
 };
 
 const DRAIN_DELAY: Duration = Duration::from_secs(3);
@@ -35,22 +33,8 @@ async fn sigterm_in_turn_fails_no_request() {
         Portcullis::start(&config).await,
         Portcullis::start(&config).await,
     ];
-    let addrs = FrontProxyAddrs {
-        listener: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-        portcullis: replicas[0].grpc_addr(),
-        upstream: upstream.addr(),
-    };
-    let yaml = two_replicas_yaml(&addrs, replicas[1].grpc_addr());
-    let envoy = Envoy::start_bootstrap(
-        tempfile::tempdir().unwrap(),
-        &yaml,
-        addrs.listener,
-        addrs.admin,
-    )
-    .await;
     let grpc = [replicas[0].grpc_addr(), replicas[1].grpc_addr()];
-    both_healthy(&envoy, grpc).await;
+    let envoy = front_proxy_for_two(grpc, upstream.addr()).await;
 
     // The load: four clients in a loop, each request a fresh connection to Envoy.
     let token = ClerkClaims::user("USER").sign(&key);

@@ -244,8 +244,24 @@ impl Drop for Envoy {
     }
 }
 
+/// The shipped front proxy in front of `upstream`, balancing over two
+/// portcullis replicas, started and waited for until it sees both healthy.
+pub async fn front_proxy_for_two(replicas: [SocketAddr; 2], upstream: SocketAddr) -> Envoy {
+    let addrs = FrontProxyAddrs {
+        listener: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        portcullis: replicas[0],
+        upstream,
+    };
+    let yaml = two_replicas_yaml(&addrs, replicas[1]);
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let envoy = Envoy::start_bootstrap(dir, &yaml, addrs.listener, addrs.admin).await;
+    both_healthy(&envoy, replicas).await;
+    envoy
+}
+
 /// The shipped front proxy with a second `portcullis` endpoint.
-pub fn two_replicas_yaml(addrs: &FrontProxyAddrs, second: SocketAddr) -> String {
+fn two_replicas_yaml(addrs: &FrontProxyAddrs, second: SocketAddr) -> String {
     let yaml = front_proxy_yaml(addrs);
     let first = format!(
         "socket_address: {{ address: {}, port_value: {} }}",
